@@ -1,0 +1,163 @@
+"""The `headrace` command: produce, worker, migrate, demo, generate, verify."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from headrace.errors import HeadraceError
+from headrace.logging import configure_logging
+from headrace.runtime import run
+from headrace.settings import Settings, load_settings
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="headrace", description="Move big CSV drops into MySQL through SQS."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("produce", help="stream a CSV (.csv or .csv.gz) into the queue")
+    p.add_argument("source", help="path of the CSV file")
+    p.add_argument("--table", required=True, help="target table (must exist; columns are checked)")
+    p.add_argument("--queue-url", help="overrides HEADRACE_QUEUE_URL")
+
+    w = sub.add_parser("worker", help="consume the queue into the database until SIGTERM")
+    w.add_argument("--queue-url", help="overrides HEADRACE_QUEUE_URL")
+    w.add_argument(
+        "--idle-exit", type=float, metavar="SECONDS", help="exit after this long with nothing to do"
+    )
+
+    sub.add_parser("migrate", help="create/upgrade headrace's tables (alembic upgrade head)")
+
+    d = sub.add_parser("demo", help="generate data and run producer + worker on embedded defaults")
+    d.add_argument("--rows", type=int, default=1_000_000)
+    d.add_argument("--data-dir", type=Path, default=Path("demo-data"))
+    d.add_argument(
+        "--reset", action="store_true", help="empty the demo tables of an external database first"
+    )
+
+    g = sub.add_parser("generate", help="write a realistic CSV for the example observations table")
+    g.add_argument("path", type=Path, help="output file (.csv or .csv.gz)")
+    g.add_argument("--rows", type=int, default=1_000_000)
+    g.add_argument("--seed", type=int, default=7)
+    g.add_argument(
+        "--bad-ratio", type=float, default=0.001, help="share of rows that must be rejected"
+    )
+
+    v = sub.add_parser(
+        "verify", help="compare a source file with the target table and rejected_rows"
+    )
+    v.add_argument("source")
+    v.add_argument("--table", required=True)
+    return parser
+
+
+def _print_json(obj: object) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _produce(settings: Settings, args: argparse.Namespace) -> int:
+    from producer.app import produce
+
+    report = run(produce(settings, args.source, args.table, queue_url=args.queue_url))
+    out = {k: v for k, v in report.__dict__.items() if k != "rejected_lines"}
+    _print_json(out)
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.app import run_worker
+
+    if args.idle_exit is not None:
+        settings = settings.model_copy(
+            update={"worker": settings.worker.model_copy(update={"idle_exit_s": args.idle_exit})}
+        )
+    stats = run(run_worker(settings, queue_url=args.queue_url))
+    return 0 if stats.batch_failures == 0 else 3
+
+
+def _migrate(settings: Settings) -> int:
+    from headrace.db import create_engine, migrate
+
+    async def go() -> None:
+        engine = create_engine(settings)
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    run(go())
+    return 0
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from headrace.demo import run_demo
+
+    result = run(
+        run_demo(
+            settings, rows=args.rows, data_dir=args.data_dir, reset=args.reset, console=Console()
+        )
+    )
+    return 0 if result.verify.ok else 1
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from headrace.datagen import generate_csv
+
+    out = generate_csv(args.path, args.rows, seed=args.seed, bad_ratio=args.bad_ratio)
+    _print_json({"path": str(out.path), "rows": out.rows, "bad_rows": out.bad_rows})
+    return 0
+
+
+def _verify(settings: Settings, args: argparse.Namespace) -> int:
+    from headrace.db import create_engine
+    from headrace.verify import verify_source
+
+    async def go() -> bool:
+        engine = create_engine(settings)
+        try:
+            report = await verify_source(settings, engine, args.source, args.table)
+        finally:
+            await engine.dispose()
+        _print_json({**report.__dict__, "ok": report.ok})
+        print(report.line(), file=sys.stderr)
+        return report.ok
+
+    return 0 if run(go()) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        if args.command == "demo":
+            configure_logging("WARNING", settings.log_format)
+        else:
+            configure_logging(settings.log_level, settings.log_format)
+        if args.command == "produce":
+            return _produce(settings, args)
+        if args.command == "worker":
+            return _worker(settings, args)
+        if args.command == "migrate":
+            return _migrate(settings)
+        if args.command == "demo":
+            return _demo(settings, args)
+        if args.command == "generate":
+            return _generate(args)
+        return _verify(settings, args)
+    except HeadraceError as exc:
+        print(f"headrace: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

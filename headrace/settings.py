@@ -1,0 +1,151 @@
+"""One settings object for both containers, read from ``HEADRACE_*`` variables.
+
+Groups nest with a double underscore: ``HEADRACE_WORKER__POLLERS=4`` sets
+``settings.worker.pollers``. Top-level shortcuts exist for the values every
+deployment sets (``HEADRACE_DATABASE_URL``, ``HEADRACE_QUEUE_URL``,
+``HEADRACE_SQS_ENDPOINT_URL``). Units are part of the names.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from headrace.errors import ConfigError
+
+__all__ = [
+    "AwsSettings",
+    "DatabaseSettings",
+    "ProducerSettings",
+    "Settings",
+    "WorkerSettings",
+    "load_settings",
+]
+
+
+class DatabaseSettings(BaseModel):
+    pool_size: int = Field(4, ge=1, le=64, description="Pooled DB connections per process.")
+    pool_timeout_s: float = Field(30.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    statement_timeout_s: float = Field(
+        120.0, gt=0, description="Upper bound on one DB round trip (bulk insert, commit)."
+    )
+    stmt_cache_size: int = Field(
+        32, ge=0, description="asyncmy prepared-statement cache; >0 enables MariaDB bulk execute."
+    )
+
+
+class AwsSettings(BaseModel):
+    region: str = "us-east-1"
+    max_attempts: int = Field(8, ge=1, le=20, description="botocore standard-mode attempts.")
+    connect_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(40.0, gt=0, description="Must exceed the 20 s long poll.")
+    max_pool_connections: int = Field(32, ge=1)
+
+
+class ProducerSettings(BaseModel):
+    concurrency: int = Field(8, ge=1, le=128, description="SendMessageBatch calls in flight.")
+    compression: Literal["zstd", "none"] = "zstd"
+    zstd_level: int = Field(3, ge=1, le=19)
+    max_message_bytes: int | None = Field(
+        None,
+        ge=4096,
+        le=1_048_576,
+        description="Cap below the queue's MaximumMessageSize (default: the queue's own value).",
+    )
+    chunk_rows: int = Field(4096, ge=1, description="Rows read and validated per step.")
+    max_field_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Longest CSV field.")
+    max_gzip_ratio: float = Field(200.0, gt=1, description="Refuse gzip inflating beyond this.")
+    max_decompressed_bytes: int = Field(64 * 1024**3, ge=1024)
+    checkpoint_every_messages: int = Field(20, ge=1)
+    max_rejects_per_file: int | None = Field(
+        None, ge=0, description="Refuse the file once more rows than this were rejected."
+    )
+
+
+class WorkerSettings(BaseModel):
+    pollers: int = Field(2, ge=1, le=64, description="Concurrent long-poll loops.")
+    sinks: int = Field(2, ge=1, le=64, description="Concurrent flushes (DB connections in use).")
+    wait_time_s: int = Field(20, ge=0, le=20)
+    visibility_timeout_s: int = Field(60, ge=1, le=43_200)
+    heartbeat_interval_s: float = Field(
+        15.0, gt=0, description="How often in-flight messages are checked for extension."
+    )
+    flush_rows: int = Field(20_000, ge=1)
+    flush_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    flush_age_s: float = Field(1.0, gt=0)
+    max_inflight_messages: int = Field(200, ge=10, description="Backpressure bound.")
+    max_inflight_rows: int = Field(200_000, ge=1, description="Backpressure bound.")
+    max_statement_bytes: int = Field(
+        4 * 1024 * 1024, ge=4096, description="Split bulk inserts above this many payload bytes."
+    )
+    shutdown_deadline_s: float = Field(25.0, gt=0, le=115)
+    tables: list[str] = Field(
+        default_factory=list, description="Allowed target tables (empty: any non-internal table)."
+    )
+    idle_exit_s: float | None = Field(
+        None, gt=0, description="Exit after this long with nothing received (demo, batch jobs)."
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_before_expiry(self) -> WorkerSettings:
+        if self.heartbeat_interval_s >= self.visibility_timeout_s:
+            raise ValueError(
+                "worker.heartbeat_interval_s must be below worker.visibility_timeout_s "
+                f"({self.heartbeat_interval_s} >= {self.visibility_timeout_s})"
+            )
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HEADRACE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    database_url: str = Field(
+        "sqlite+aiosqlite:///headrace-demo.sqlite3",
+        description="SQLAlchemy URL, e.g. mysql+asyncmy://user:pw@host:3306/db.",
+    )
+    queue_url: str | None = Field(None, description="SQS queue URL (or set queue_name).")
+    queue_name: str | None = None
+    sqs_endpoint_url: str | None = Field(None, description="Non-AWS SQS endpoint (moto, proxy).")
+    s3_endpoint_url: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    db: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings.model_validate({}))
+    aws: AwsSettings = Field(default_factory=lambda: AwsSettings.model_validate({}))
+    producer: ProducerSettings = Field(default_factory=lambda: ProducerSettings.model_validate({}))
+    worker: WorkerSettings = Field(default_factory=lambda: WorkerSettings.model_validate({}))
+
+    @model_validator(mode="after")
+    def _known_driver(self) -> Settings:
+        scheme = self.database_url.split("://", 1)[0]
+        if scheme not in {"mysql+asyncmy", "sqlite+aiosqlite"}:
+            raise ValueError(
+                f"database_url must use mysql+asyncmy:// or sqlite+aiosqlite://, not {scheme}://"
+            )
+        return self
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment (plus overrides), with a readable error."""
+    import os
+
+    # AWS's own variable wins when ours is unset, as users expect.
+    if "HEADRACE_AWS__REGION" not in os.environ and "aws" not in overrides:
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            overrides = {**overrides, "aws": {"region": region}}
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [
+            f"  HEADRACE_{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise ConfigError("invalid settings:\n" + "\n".join(lines)) from None

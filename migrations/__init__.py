@@ -1,0 +1,1 @@
+"""Alembic migrations for headrace's own tables and the example dataset."""

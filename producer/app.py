@@ -1,0 +1,222 @@
+"""The producer: source → reader → typing → packer → sender → checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from headrace import envelope
+from headrace.db import create_engine
+from headrace.envelope import EncodedMessage, Packer
+from headrace.errors import InputError
+from headrace.schema import ColumnSpec, TableSchema, reflect_table
+from headrace.settings import Settings
+from headrace.sqs import queue_info, resolve_queue_url, sqs_client
+from producer.checkpoint import Checkpoint
+from producer.reader import CsvReader
+from producer.sender import Sender
+from producer.source import Source, open_source
+
+__all__ = ["ProduceReport", "make_run_id", "produce"]
+
+log = structlog.get_logger("producer")
+
+
+@dataclass
+class ProduceReport:
+    """What a producer run did; live while it runs (the demo's progress bar reads it)."""
+
+    source: str
+    table: str
+    run_id: str = ""
+    rows_read: int = 0
+    rows_sent: int = 0
+    rows_rejected: int = 0
+    messages_sent: int = 0
+    messages_skipped: int = 0
+    total_messages: int = 0
+    bytes_sent: int = 0
+    requests: int = 0
+    already_complete: bool = False
+    elapsed_s: float = 0.0
+    source_bytes: int = 0
+    rejected_lines: list[int] = field(default_factory=list)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_read / self.elapsed_s if self.elapsed_s else 0.0
+
+
+def make_run_id(
+    source: Source, table: str, header: list[str], *, budget: int, settings: Settings
+) -> str:
+    """Deterministic run id: the same file, table and packing settings give the same keys."""
+    p = settings.producer
+    parts = [
+        f"v{envelope.VERSION}",
+        source.uri,
+        str(source.size),
+        source.version,
+        table,
+        "\x1f".join(header),
+        str(budget),
+        p.compression,
+        str(p.zstd_level),
+    ]
+    return hashlib.sha256("\x1e".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+async def produce(
+    settings: Settings,
+    location: str,
+    table: str,
+    *,
+    queue_url: str | None = None,
+    report: ProduceReport | None = None,
+) -> ProduceReport:
+    """Send every row of ``location`` to the queue, or report it; resumable."""
+    started = time.perf_counter()
+    source = open_source(location)
+    report = report or ProduceReport(source=source.uri, table=table)
+    report.source_bytes = source.size
+    p = settings.producer
+    engine = create_engine(settings, pool_size=1)
+    try:
+        async with sqs_client(settings, pool=p.concurrency + 2) as client:
+            url = await resolve_queue_url(client, settings, queue_url)
+            info = await queue_info(client, url)
+            budget = min(info.max_message_bytes, p.max_message_bytes or info.max_message_bytes)
+            async with engine.connect() as conn:
+                schema = await reflect_table(conn, table)
+            stream = source.open(max_ratio=p.max_gzip_ratio, max_bytes=p.max_decompressed_bytes)
+            reader = CsvReader(
+                stream,
+                source=source.uri,
+                chunk_rows=p.chunk_rows,
+                max_field_bytes=p.max_field_bytes,
+            )
+            try:
+                specs = schema.resolve_header(reader.header, source=source.uri)
+                run_id = make_run_id(source, table, reader.header, budget=budget, settings=settings)
+                report.run_id = run_id
+                structlog.contextvars.bind_contextvars(run_id=run_id)
+                checkpoint = await Checkpoint.open(
+                    engine,
+                    run_id=run_id,
+                    source=source.uri,
+                    version=source.version,
+                    size=source.size,
+                    table=table,
+                )
+                if checkpoint.status == "sent":
+                    report.already_complete = True
+                    log.info("run_already_complete", source=source.uri, table=table)
+                    return report
+                log.info(
+                    "produce_start",
+                    source=source.uri,
+                    table=table,
+                    queue=url,
+                    budget_bytes=budget,
+                    resume_from=checkpoint.resume_from,
+                )
+                await _pump(
+                    settings, client, url, budget, reader, schema, specs, checkpoint, report
+                )
+            finally:
+                reader.close()
+    finally:
+        await engine.dispose()
+        report.elapsed_s = time.perf_counter() - started
+        structlog.contextvars.unbind_contextvars("run_id")
+    log.info(
+        "produce_done",
+        rows_read=report.rows_read,
+        rows_sent=report.rows_sent,
+        rows_rejected=report.rows_rejected,
+        messages=report.total_messages,
+        skipped=report.messages_skipped,
+        elapsed_s=round(report.elapsed_s, 3),
+    )
+    return report
+
+
+async def _pump(
+    settings: Settings,
+    client: object,
+    url: str,
+    budget: int,
+    reader: CsvReader,
+    schema: TableSchema,
+    specs: list[ColumnSpec],
+    checkpoint: Checkpoint,
+    report: ProduceReport,
+) -> None:
+    p = settings.producer
+    packer = Packer(
+        run_id=checkpoint.run_id,
+        table=schema.name,
+        columns=[s.name for s in specs],
+        source=reader.source,
+        budget=budget,
+        compression=p.compression,
+        zstd_level=p.zstd_level,
+    )
+
+    def on_sent(message: EncodedMessage) -> None:
+        checkpoint.mark_sent(message.seq)
+        report.messages_sent += 1
+        report.rows_sent += message.row_count
+        report.bytes_sent += message.size
+
+    sender = Sender(
+        client,  # type: ignore[arg-type]
+        url,
+        concurrency=p.concurrency,
+        max_batch_bytes=budget,
+        on_sent=on_sent,
+    )
+
+    async def dispatch(message: EncodedMessage) -> None:
+        report.total_messages = message.seq + 1
+        if message.seq < checkpoint.resume_from:
+            report.messages_skipped += 1
+            return
+        await sender.submit(message)
+
+    async with sender:
+        for chunk in reader.chunks():
+            valid = schema.validate(specs, chunk.rows, chunk.lines)
+            rejects = sorted(chunk.rejects + valid.rejects, key=lambda r: r.line)
+            report.rows_read = reader.rows_read
+            report.rows_rejected += len(rejects)
+            if p.max_rejects_per_file is not None and report.rows_rejected > p.max_rejects_per_file:
+                first = rejects[0] if rejects else None
+                raise InputError(
+                    f"more than {p.max_rejects_per_file} rows rejected "
+                    "(producer.max_rejects_per_file); "
+                    f"last reason: {first.reason if first else '?'}",
+                    source=reader.source,
+                    line=first.line if first else None,
+                )
+            for message in packer.add(valid.rows, valid.lines, rejects):
+                await dispatch(message)
+            if checkpoint.watermark - checkpoint.persisted >= p.checkpoint_every_messages:
+                await checkpoint.save(
+                    rows_read=report.rows_read, rows_rejected=report.rows_rejected
+                )
+            await asyncio.sleep(0)
+        for message in packer.finish():
+            await dispatch(message)
+        await sender.close()
+    report.requests = sender.requests
+    report.rows_read = reader.rows_read
+    await checkpoint.save(
+        rows_read=report.rows_read,
+        rows_rejected=report.rows_rejected,
+        total_messages=report.total_messages,
+    )

@@ -1,0 +1,92 @@
+"""The producer's checkpoint in ``ingest_runs``: the contiguous prefix of sent messages.
+
+Messages finish out of order; the watermark is the first sequence number not yet confirmed
+sent, so everything below it can be skipped after a crash. Anything at or above it is sent
+again and dropped by the worker's ledger, so the checkpoint saves work but never decides
+correctness.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from headrace.tables import ingest_runs
+
+__all__ = ["Checkpoint"]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
+@dataclass
+class Checkpoint:
+    engine: AsyncEngine
+    run_id: str
+    resume_from: int = 0  # messages below this were sent by an earlier attempt
+    status: str = "sending"
+    watermark: int = 0
+    persisted: int = 0
+    _done: set[int] = field(default_factory=set)
+
+    @classmethod
+    async def open(
+        cls, engine: AsyncEngine, *, run_id: str, source: str, version: str, size: int, table: str
+    ) -> Checkpoint:
+        async with engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(ingest_runs.c.messages_sent, ingest_runs.c.status).where(
+                        ingest_runs.c.run_id == run_id
+                    )
+                )
+            ).first()
+            if row is None:
+                await conn.execute(
+                    ingest_runs.insert().values(
+                        run_id=run_id,
+                        source=source[:1024],
+                        source_version=version[:128],
+                        source_bytes=size,
+                        table_name=table,
+                        status="sending",
+                        messages_sent=0,
+                        rows_read=0,
+                        rows_rejected=0,
+                        started_at=_now(),
+                        updated_at=_now(),
+                    )
+                )
+                return cls(engine, run_id)
+        sent = int(row.messages_sent)
+        return cls(
+            engine, run_id, resume_from=sent, status=str(row.status), watermark=sent, persisted=sent
+        )
+
+    def mark_sent(self, seq: int) -> None:
+        self._done.add(seq)
+        while self.watermark in self._done:
+            self._done.discard(self.watermark)
+            self.watermark += 1
+
+    async def save(
+        self, *, rows_read: int, rows_rejected: int, total_messages: int | None = None
+    ) -> None:
+        values: dict[str, object] = {
+            "messages_sent": self.watermark,
+            "updated_at": _now(),
+        }
+        if self.resume_from == 0 or total_messages is not None:
+            values.update(rows_read=rows_read, rows_rejected=rows_rejected)
+        if total_messages is not None:
+            values.update(status="sent", total_messages=total_messages, finished_at=_now())
+            self.status = "sent"
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                ingest_runs.update().where(ingest_runs.c.run_id == self.run_id).values(**values)
+            )
+        self.persisted = self.watermark

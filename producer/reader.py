@@ -1,0 +1,136 @@
+"""Streaming CSV reading with source line numbers, in chunks of rows.
+
+Bytes are decoded as UTF-8 by a ``TextIOWrapper`` (constant memory) whose error handler
+counts invalid bytes and keeps them as surrogates, so one bad byte rejects its row (with line
+and column) instead of the file. Parsing is the C ``csv`` module; each row keeps the line it
+started on.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from headrace.errors import InputError
+from headrace.schema import Reject, row_text
+
+__all__ = ["Chunk", "CsvReader"]
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+_decode_errors = [0]
+
+
+def _count_and_escape(exc: UnicodeError) -> tuple[str, int]:
+    _decode_errors[0] += 1
+    replacement, resume = codecs.lookup_error("surrogateescape")(exc)
+    return str(replacement), resume
+
+
+codecs.register_error("headrace-count", _count_and_escape)
+
+
+@dataclass
+class Chunk:
+    rows: list[list[str]]
+    lines: list[int]
+    rejects: list[Reject]  # rows refused before typing (undecodable bytes)
+
+
+class CsvReader:
+    """Reads the header, then yields chunks of ``chunk_rows`` data rows."""
+
+    def __init__(
+        self, stream: BinaryIO, *, source: str, chunk_rows: int, max_field_bytes: int
+    ) -> None:
+        self.source = source
+        self._chunk_rows = chunk_rows
+        self._text = io.TextIOWrapper(stream, encoding="utf-8", errors="headrace-count", newline="")
+        csv.field_size_limit(max_field_bytes)
+        self._reader = csv.reader(self._text, strict=False)
+        self.header = self._read_header()
+        self.rows_read = 0
+
+    def _read_header(self) -> list[str]:
+        try:
+            for row in self._reader:
+                if row:
+                    bad = next((i for i, name in enumerate(row) if _SURROGATE.search(name)), None)
+                    if bad is not None:
+                        raise InputError(
+                            "header is not valid UTF-8",
+                            source=self.source,
+                            line=self._reader.line_num,
+                            column=bad + 1,
+                        )
+                    return row
+        except csv.Error as exc:
+            raise InputError(
+                f"cannot parse header: {exc}", source=self.source, line=self._reader.line_num + 1
+            ) from None
+        raise InputError("file is empty: no header line", source=self.source, line=1)
+
+    def chunks(self) -> Iterator[Chunk]:
+        reader = self._reader
+        size = self._chunk_rows
+        while True:
+            errors_before = _decode_errors[0]
+            rows: list[list[str]] = []
+            lines: list[int] = []
+            start = reader.line_num + 1
+            exhausted = True
+            try:
+                for row in reader:
+                    if row:  # a blank line is not a row
+                        rows.append(row)
+                        lines.append(start)
+                    start = reader.line_num + 1
+                    if len(rows) >= size:
+                        exhausted = False
+                        break
+            except csv.Error as exc:
+                raise InputError(
+                    f"cannot parse CSV: {exc}", source=self.source, line=start
+                ) from None
+            rejects: list[Reject] = []
+            if _decode_errors[0] != errors_before:
+                rows, lines, rejects = self._split_undecodable(rows, lines)
+            self.rows_read += len(rows) + len(rejects)
+            if rows or rejects:
+                yield Chunk(rows, lines, rejects)
+            if exhausted:
+                return
+
+    @staticmethod
+    def _split_undecodable(
+        rows: list[list[str]], lines: list[int]
+    ) -> tuple[list[list[str]], list[int], list[Reject]]:
+        good_rows: list[list[str]] = []
+        good_lines: list[int] = []
+        rejects: list[Reject] = []
+        for row, line in zip(rows, lines, strict=True):
+            bad = next(((ci, m) for ci, v in enumerate(row) if (m := _SURROGATE.search(v))), None)
+            if bad is None:
+                good_rows.append(row)
+                good_lines.append(line)
+                continue
+            ci, match = bad
+            byte = ord(match.group()) - 0xDC00
+            text = row_text(
+                [v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for v in row]
+            )
+            rejects.append(
+                Reject(
+                    line,
+                    text,
+                    f"column {ci + 1}: invalid UTF-8 byte 0x{byte:02x} at offset {match.start()}",
+                )
+            )
+        return good_rows, good_lines, rejects
+
+    def close(self) -> None:
+        self._text.close()

@@ -1,0 +1,352 @@
+"""The worker: poll → decode → buffer → sink (one transaction) → delete; heartbeat alongside.
+
+Read top to bottom: :meth:`Worker.run` starts the loops, :meth:`Worker._poll` receives,
+:meth:`Worker._flush` writes and acknowledges. Shutdown order (SIGTERM or :meth:`stop`):
+stop receiving → flush buffered batches → let running transactions commit → delete their
+messages → release everything else (visibility 0) → close pools. Bounded by
+``worker.shutdown_deadline_s``, below ECS's default 30 s stop timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from headrace.db import create_engine
+from headrace.envelope import decode
+from headrace.errors import EnvelopeError, SchemaError
+from headrace.schema import TableSchema, reflect_table
+from headrace.settings import Settings
+from headrace.sqs import queue_info, resolve_queue_url, sqs_client
+from worker.buffer import Batch, Buffer
+from worker.heartbeat import Heartbeat, change_visibility
+from worker.inflight import InFlight, Message
+from worker.sink import Sink
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef
+
+__all__ = ["Worker", "WorkerStats", "run_worker"]
+
+log = structlog.get_logger("worker")
+
+
+@dataclass
+class WorkerStats:
+    receives: int = 0
+    messages_received: int = 0
+    messages_applied: int = 0
+    messages_duplicate: int = 0
+    messages_poison: int = 0
+    messages_released: int = 0
+    rows_inserted: int = 0
+    rows_rejected: int = 0
+    batches: int = 0
+    batch_failures: int = 0
+    deletes: int = 0
+    last_receive_at: float = 0.0
+
+
+class Worker:
+    def __init__(
+        self, settings: Settings, *, queue_url: str | None = None, engine: AsyncEngine | None = None
+    ) -> None:
+        self.settings = settings
+        self.stats = WorkerStats()
+        self._queue_url_override = queue_url
+        self._engine = engine
+        self._own_engine = engine is None
+        self._stopping = asyncio.Event()
+        self._schemas: dict[str, TableSchema] = {}
+        w = settings.worker
+        self._inflight = InFlight(
+            max_messages=w.max_inflight_messages, max_rows=w.max_inflight_rows
+        )
+        self._buffer = Buffer(
+            flush_rows=w.flush_rows, flush_bytes=w.flush_bytes, flush_age_s=w.flush_age_s
+        )
+        self._batches: asyncio.Queue[Batch] = asyncio.Queue()
+        self._client: SQSClient | None = None
+        self._db: AsyncEngine | None = None
+        self._url = ""
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (safe to call from a signal handler)."""
+        if not self._stopping.is_set():
+            log.info("worker_stopping")
+            self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> WorkerStats:
+        w = self.settings.worker
+        engine = self._engine or create_engine(
+            self.settings, pool_size=max(self.settings.db.pool_size, w.sinks)
+        )
+        self._db = engine
+        sink = Sink(
+            engine,
+            max_statement_bytes=w.max_statement_bytes,
+            statement_timeout_s=self.settings.db.statement_timeout_s,
+        )
+        try:
+            async with sqs_client(self.settings, pool=w.pollers + w.sinks + 4) as client:
+                self._client = client
+                self._url = await resolve_queue_url(client, self.settings, self._queue_url_override)
+                info = await queue_info(client, self._url)
+                if info.redrive_policy is None:
+                    log.warning("queue_has_no_dlq", queue=self._url)
+                log.info("worker_start", queue=self._url, pollers=w.pollers, sinks=w.sinks)
+                heartbeat = Heartbeat(
+                    client,
+                    self._url,
+                    self._inflight,
+                    interval_s=w.heartbeat_interval_s,
+                    visibility_timeout_s=w.visibility_timeout_s,
+                )
+                pollers = [
+                    asyncio.create_task(self._poll(), name=f"poller-{i}") for i in range(w.pollers)
+                ]
+                sinks = [
+                    asyncio.create_task(self._sink_loop(sink), name=f"sink-{i}")
+                    for i in range(w.sinks)
+                ]
+                aux = [
+                    asyncio.create_task(heartbeat.run(), name="heartbeat"),
+                    asyncio.create_task(self._age_flusher(), name="age-flusher"),
+                ]
+                if w.idle_exit_s is not None:
+                    aux.append(
+                        asyncio.create_task(self._idle_watch(w.idle_exit_s), name="idle-watch")
+                    )
+                await self._stopping.wait()
+                await self._shutdown(pollers, sinks, aux)
+        finally:
+            if self._own_engine:
+                await engine.dispose()
+        log.info("worker_stopped", **self.stats.__dict__)
+        return self.stats
+
+    # --- receiving ---------------------------------------------------------------------------
+
+    async def _poll(self) -> None:
+        assert self._client is not None
+        w = self.settings.worker
+        while not self.stopping:
+            room = await self._inflight.wait_for_room()
+            try:
+                resp = await self._client.receive_message(
+                    QueueUrl=self._url,
+                    MaxNumberOfMessages=min(10, room),
+                    WaitTimeSeconds=w.wait_time_s,
+                    VisibilityTimeout=w.visibility_timeout_s,
+                    MessageAttributeNames=["All"],
+                    MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                )
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("receive_failed", error=str(exc)[:300])
+                await asyncio.sleep(1.0)
+                continue
+            received_at = time.monotonic()
+            self.stats.receives += 1
+            messages = resp.get("Messages", [])
+            if messages:
+                self.stats.last_receive_at = received_at
+            for raw in messages:
+                await self._accept(raw, received_at)
+
+    async def _accept(self, raw: MessageTypeDef, received_at: float) -> None:
+        self.stats.messages_received += 1
+        message_id = raw.get("MessageId", "?")
+        receive_count = int(raw.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        try:
+            env = decode(raw.get("Body", ""), dict(raw.get("MessageAttributes", {})))
+            schema = await self._schema(env.table)
+            schema.specs_for(env.columns)
+        except (EnvelopeError, SchemaError) as exc:
+            await self._poison(raw, receive_count, exc)
+            return
+        message = Message(
+            message_id=message_id,
+            receipt=raw["ReceiptHandle"],
+            envelope=env,
+            receive_count=receive_count,
+            deadline=received_at + self.settings.worker.visibility_timeout_s,
+        )
+        self._inflight.add(message)
+        batch = self._buffer.add(message)
+        if batch is not None:
+            await self._batches.put(batch)
+
+    async def _schema(self, table: str) -> TableSchema:
+        schema = self._schemas.get(table)
+        if schema is None:
+            assert self._db is not None
+            async with self._db.connect() as conn:
+                schema = await reflect_table(conn, table, allowed=self.settings.worker.tables)
+            self._schemas[table] = schema
+        return schema
+
+    async def _poison(self, raw: MessageTypeDef, receive_count: int, exc: Exception) -> None:
+        """Leave a bad message to SQS's redrive: never delete it, back off its visibility."""
+        assert self._client is not None
+        self.stats.messages_poison += 1
+        delay = min(self.settings.worker.visibility_timeout_s, 2 ** min(receive_count, 10))
+        log.error(
+            "poison_message",
+            message_id=raw.get("MessageId"),
+            receive_count=receive_count,
+            error=str(exc)[:500],
+            retry_in_s=delay,
+        )
+        with contextlib.suppress(ClientError, BotoCoreError):
+            await self._client.change_message_visibility(
+                QueueUrl=self._url, ReceiptHandle=raw["ReceiptHandle"], VisibilityTimeout=delay
+            )
+
+    # --- flushing ----------------------------------------------------------------------------
+
+    async def _age_flusher(self) -> None:
+        interval = min(0.2, self.settings.worker.flush_age_s / 2)
+        while True:
+            await asyncio.sleep(interval)
+            for batch in self._buffer.due():
+                await self._batches.put(batch)
+
+    async def _sink_loop(self, sink: Sink) -> None:
+        while True:
+            batch = await self._batches.get()
+            try:
+                await self._flush(sink, batch)
+            finally:
+                self._batches.task_done()
+
+    async def _flush(self, sink: Sink, batch: Batch) -> None:
+        started = time.perf_counter()
+        schema = self._schemas[batch.table]
+        try:
+            result = await sink.write(schema, [m.envelope for m in batch.messages])
+        except asyncio.CancelledError:
+            await self._release(batch.messages)
+            raise
+        except Exception as exc:
+            self.stats.batch_failures += 1
+            log.error(
+                "batch_failed",
+                table=batch.table,
+                messages=len(batch.messages),
+                error=repr(exc)[:500],
+            )
+            await self._release(
+                batch.messages, delay_s=min(30, self.settings.worker.visibility_timeout_s)
+            )
+            return
+        await self._delete(batch.messages)
+        self.stats.batches += 1
+        self.stats.messages_applied += len(result.applied)
+        self.stats.messages_duplicate += len(batch.messages) - len(result.applied)
+        self.stats.rows_inserted += result.rows_inserted
+        self.stats.rows_rejected += result.rows_rejected
+        log.info(
+            "batch_flushed",
+            table=batch.table,
+            messages=len(batch.messages),
+            applied=len(result.applied),
+            duplicates=len(result.duplicates),
+            rows_inserted=result.rows_inserted,
+            rows_rejected=result.rows_rejected,
+            statements=result.statements,
+            seconds=round(time.perf_counter() - started, 4),
+        )
+
+    async def _delete(self, messages: list[Message]) -> None:
+        """Delete after commit. A failed delete only means a redelivery the ledger absorbs."""
+        assert self._client is not None
+        for i in range(0, len(messages), 10):
+            group = messages[i : i + 10]
+            entries = [{"Id": str(n), "ReceiptHandle": m.receipt} for n, m in enumerate(group)]
+            try:
+                resp = await self._client.delete_message_batch(QueueUrl=self._url, Entries=entries)  # type: ignore[arg-type]
+                self.stats.deletes += len(resp.get("Successful", []))
+                for failed in resp.get("Failed", []):
+                    log.warning(
+                        "delete_entry_failed",
+                        code=failed.get("Code"),
+                        message_id=group[int(failed["Id"])].message_id,
+                    )
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("delete_failed", error=str(exc)[:300], messages=len(group))
+        await self._inflight.remove(messages)
+
+    async def _release(self, messages: list[Message], delay_s: int = 0) -> None:
+        """Hand messages back to the queue (visibility ``delay_s``) without applying them."""
+        if self._client is not None and messages:
+            await change_visibility(self._client, self._url, messages, delay_s)
+            self.stats.messages_released += len(messages)
+        await self._inflight.remove(messages)
+
+    # --- stopping ----------------------------------------------------------------------------
+
+    async def _idle_watch(self, idle_s: float) -> None:
+        start = time.monotonic()
+        while True:
+            await asyncio.sleep(min(0.5, idle_s / 4))
+            last = max(self.stats.last_receive_at, start)
+            if len(self._inflight) == 0 and time.monotonic() - last >= idle_s:
+                log.info("worker_idle_exit", idle_s=idle_s)
+                self.stop()
+                return
+
+    async def _shutdown(
+        self,
+        pollers: list[asyncio.Task[None]],
+        sinks: list[asyncio.Task[None]],
+        aux: list[asyncio.Task[None]],
+    ) -> None:
+        deadline = time.monotonic() + self.settings.worker.shutdown_deadline_s
+        for task in pollers:
+            task.cancel()
+        await asyncio.gather(*pollers, return_exceptions=True)
+        for batch in self._buffer.drain():
+            await self._batches.put(batch)
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic() - 2.0)):
+                await self._batches.join()
+        except TimeoutError:
+            log.warning("shutdown_deadline_reached", pending_batches=self._batches.qsize())
+        for task in sinks:
+            task.cancel()
+        await asyncio.gather(*sinks, return_exceptions=True)
+        leftover: list[Message] = []
+        while not self._batches.empty():
+            leftover.extend(self._batches.get_nowait().messages)
+        leftover.extend(self._inflight.snapshot())
+        if leftover:
+            await self._release(list({id(m): m for m in leftover}.values()))
+        for task in aux:
+            task.cancel()
+        await asyncio.gather(*aux, return_exceptions=True)
+
+
+async def run_worker(settings: Settings, *, queue_url: str | None = None) -> WorkerStats:
+    """Run a worker until SIGTERM/SIGINT (or idle exit), handling the signals gracefully."""
+    worker = Worker(settings, queue_url=queue_url)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        return await worker.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

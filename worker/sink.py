@@ -1,0 +1,280 @@
+"""Writes a batch of messages in one transaction: ledger, rows, rejects, commit.
+
+Order inside the transaction:
+
+1. read the ledger for the batch's keys; messages already applied are duplicates;
+2. insert the ledger rows of the fresh messages *first*: a second worker holding the same
+   message blocks on the primary key and, once this one commits, fails with a duplicate key,
+   rolls back and finds the key applied on its retry;
+3. bulk-insert the rows of every fresh message (one ``executemany`` per statement-size slice,
+   which asyncmy sends as MariaDB ``COM_STMT_BULK_EXECUTE``); when a row's values fail, roll
+   back to a savepoint and bisect with nested savepoints until each bad row is alone;
+4. insert the rejects (the producer's and the bisection's) and fix the ledger counts;
+5. commit. Only then may the caller delete the messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from headrace.db import DISPOSE_ERRORS, ErrorKind, classify_error, is_mysql, mysql_errno
+from headrace.envelope import Envelope
+from headrace.errors import DatabaseUnavailable
+from headrace.retry import Backoff
+from headrace.schema import TableSchema
+from headrace.tables import ingest_ledger, rejected_rows
+
+__all__ = ["BatchResult", "Sink"]
+
+log = structlog.get_logger("worker.sink")
+
+Key = tuple[str, int]
+
+
+@dataclass
+class BatchResult:
+    applied: set[Key] = field(default_factory=set)
+    duplicates: set[Key] = field(default_factory=set)
+    rows_inserted: int = 0
+    rows_rejected: int = 0
+    statements: int = 0
+
+
+class _LedgerConflict(Exception):
+    """Another transaction applied one of our keys first: retry, the re-read skips it."""
+
+
+class Sink:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        max_statement_bytes: int,
+        statement_timeout_s: float,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._engine = engine
+        self._max_statement_bytes = max_statement_bytes
+        self._timeout_s = statement_timeout_s
+        self._backoff = backoff or Backoff(base_s=0.2, cap_s=15.0, attempts=8)
+        self._sql: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._mysql = is_mysql(engine)
+
+    def insert_sql(self, schema: TableSchema, columns: Sequence[str]) -> str:
+        """The INSERT for these columns, with identifiers from the reflected table only."""
+        key = (schema.name, tuple(columns))
+        sql = self._sql.get(key)
+        if sql is None:
+            schema.specs_for(columns)  # raises SchemaError for a column not in the table
+            stmt = sa.insert(schema.table)
+            compiled = stmt.compile(dialect=self._engine.dialect, column_keys=list(columns))
+            order = compiled.positiontup or []
+            if list(order) != list(columns):
+                raise AssertionError(f"compiled column order {order} differs from {columns}")
+            sql = str(compiled)
+            self._sql[key] = sql
+        return sql
+
+    async def write(self, schema: TableSchema, envelopes: Sequence[Envelope]) -> BatchResult:
+        """Apply a batch exactly once (retrying transient errors), or raise."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    return await self._write_once(schema, envelopes)
+            except _LedgerConflict:
+                log.info("ledger_conflict_retry", attempt=attempt)
+                continue
+            except (DBAPIError, OSError, TimeoutError) as exc:
+                kind = classify_error(exc)
+                if kind is not ErrorKind.RETRY or attempt >= self._backoff.attempts:
+                    if kind is ErrorKind.RETRY:
+                        raise DatabaseUnavailable(
+                            f"gave up after {attempt} attempts: {exc!r}"[:500]
+                        ) from exc
+                    raise
+                if mysql_errno(exc) in DISPOSE_ERRORS or isinstance(exc, TimeoutError):
+                    await self._engine.dispose()
+                delay = self._backoff.delay(attempt)
+                log.warning(
+                    "db_retry",
+                    attempt=attempt,
+                    delay_s=round(delay, 3),
+                    errno=mysql_errno(exc),
+                    error=str(exc)[:300],
+                )
+                await asyncio.sleep(delay)
+
+    async def _write_once(self, schema: TableSchema, envelopes: Sequence[Envelope]) -> BatchResult:
+        result = BatchResult()
+        async with self._engine.connect() as conn, conn.begin():
+            fresh = await self._claim(conn, envelopes, result)
+            if fresh:
+                await self._apply(conn, schema, fresh, result)
+        return result
+
+    async def _claim(
+        self, conn: AsyncConnection, envelopes: Sequence[Envelope], result: BatchResult
+    ) -> list[Envelope]:
+        by_key: dict[Key, Envelope] = {}
+        for env in envelopes:
+            key = (env.run_id, env.seq)
+            if key in by_key:
+                result.duplicates.add(key)
+            else:
+                by_key[key] = env
+        c = ingest_ledger.c
+        existing = await conn.execute(
+            sa.select(c.run_id, c.seq).where(sa.tuple_(c.run_id, c.seq).in_(list(by_key)))
+        )
+        for run_id, seq in existing:
+            key = (str(run_id), int(seq))
+            by_key.pop(key, None)
+            result.duplicates.add(key)
+        fresh = list(by_key.values())
+        if not fresh:
+            return []
+        try:
+            await conn.execute(
+                ingest_ledger.insert(),
+                [
+                    {
+                        "run_id": e.run_id,
+                        "seq": e.seq,
+                        "table_name": e.table,
+                        "rows_inserted": len(e.rows),
+                        "rows_rejected": len(e.rejects),
+                    }
+                    for e in fresh
+                ],
+            )
+        except DBAPIError as exc:
+            if mysql_errno(exc) == 1062 or isinstance(exc, sa.exc.IntegrityError):
+                raise _LedgerConflict from exc
+            raise
+        return fresh
+
+    async def _apply(
+        self, conn: AsyncConnection, schema: TableSchema, fresh: list[Envelope], result: BatchResult
+    ) -> None:
+        columns = fresh[0].columns
+        sql = self.insert_sql(schema, columns)
+        rows: list[Sequence[str | None]] = []
+        owner: list[int] = []
+        for i, env in enumerate(fresh):
+            rows.extend(env.rows)
+            owner.extend([i] * len(env.rows))
+        raw_bytes = sum(e.raw_bytes for e in fresh) or 1
+        per_statement = max(1, int(len(rows) * self._max_statement_bytes / raw_bytes))
+        bad: list[tuple[int, str]] = []
+        if rows:
+            savepoint = await conn.begin_nested()
+            try:
+                for lo in range(0, len(rows), per_statement):
+                    await self._execute(conn, sql, rows[lo : lo + per_statement])
+                    result.statements += 1
+                await savepoint.commit()
+            except DBAPIError as exc:
+                if classify_error(exc) is not ErrorKind.ROW:
+                    raise
+                await savepoint.rollback()
+                bad = await self._isolate(conn, sql, rows, per_statement, result)
+        rejects: list[dict[str, Any]] = []
+        for env in fresh:
+            for r in env.rejects:
+                rejects.append(self._reject_row(env, r.line, r.raw, r.reason, "producer"))
+        bad_per_message = [0] * len(fresh)
+        lines = [line for env in fresh for line in env.lines]
+        for index, reason in bad:
+            env = fresh[owner[index]]
+            bad_per_message[owner[index]] += 1
+            from headrace.schema import row_text
+
+            rejects.append(
+                self._reject_row(env, lines[index], row_text(rows[index]), reason, "worker")
+            )
+        if rejects:
+            await conn.execute(rejected_rows.insert(), rejects)
+        for i, count in enumerate(bad_per_message):
+            if count:
+                env = fresh[i]
+                await conn.execute(
+                    ingest_ledger.update()
+                    .where(ingest_ledger.c.run_id == env.run_id, ingest_ledger.c.seq == env.seq)
+                    .values(
+                        rows_inserted=len(env.rows) - count, rows_rejected=len(env.rejects) + count
+                    )
+                )
+        result.applied.update((e.run_id, e.seq) for e in fresh)
+        result.rows_inserted += len(rows) - len(bad)
+        result.rows_rejected += len(rejects)
+
+    @staticmethod
+    def _reject_row(env: Envelope, line: int, raw: str, reason: str, stage: str) -> dict[str, Any]:
+        return {
+            "run_id": env.run_id,
+            "source": env.source[:1024],
+            "line": line,
+            "table_name": env.table,
+            "stage": stage,
+            "reason": reason[:1024],
+            "raw": raw,
+        }
+
+    async def _execute(
+        self, conn: AsyncConnection, sql: str, rows: Sequence[Sequence[str | None]]
+    ) -> None:
+        """One ``executemany`` on the driver connection, skipping SQLAlchemy's per-row work.
+
+        It runs inside the transaction SQLAlchemy opened on the same connection; asyncmy
+        turns it into one COM_STMT_BULK_EXECUTE (MariaDB) or batched multi-row INSERTs.
+        """
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        if self._mysql:
+            async with driver.cursor() as cursor:
+                await cursor.executemany(sql, rows)
+        else:
+            await driver.executemany(sql, rows)
+
+    async def _isolate(
+        self,
+        conn: AsyncConnection,
+        sql: str,
+        rows: list[Sequence[str | None]],
+        per_statement: int,
+        result: BatchResult,
+    ) -> list[tuple[int, str]]:
+        """Bisect with savepoints: insert every good row, return (index, reason) of the bad."""
+        bad: list[tuple[int, str]] = []
+        stack = [
+            (lo, min(lo + per_statement, len(rows))) for lo in range(0, len(rows), per_statement)
+        ]
+        stack.reverse()
+        while stack:
+            lo, hi = stack.pop()
+            savepoint = await conn.begin_nested()
+            try:
+                await self._execute(conn, sql, rows[lo:hi])
+                result.statements += 1
+                await savepoint.commit()
+            except DBAPIError as exc:
+                if classify_error(exc) is not ErrorKind.ROW:
+                    raise
+                await savepoint.rollback()
+                if hi - lo == 1:
+                    bad.append((lo, f"database refused the row: {exc.orig}"))
+                else:
+                    mid = (lo + hi) // 2
+                    stack.append((mid, hi))
+                    stack.append((lo, mid))
+        return bad
