@@ -155,8 +155,7 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         isolation_level="READ COMMITTED",
         connect_args={
             "connect_timeout": int(db.connect_timeout_s),
-            "sql_mode": STRICT_SQL_MODE,
-            "init_command": "SET time_zone = '+00:00'",
+            "init_command": f"SET SESSION sql_mode = '{STRICT_SQL_MODE}', time_zone = '+00:00'",
             "stmt_cache_size": db.stmt_cache_size,
             "charset": "utf8mb4",
         },

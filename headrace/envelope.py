@@ -92,9 +92,11 @@ def _runs(lines: Sequence[int]) -> list[list[int]]:
     return runs
 
 
-def _expand(runs: Iterable[Sequence[int]]) -> list[int]:
+def _expand(runs: Iterable[Sequence[int]], limit: int) -> list[int]:
     out: list[int] = []
     for start, count in runs:
+        if count < 0 or len(out) + count > limit:  # bound memory before expanding
+            raise EnvelopeError("row and line counts differ")
         out.extend(range(start, start + count))
     return out
 
@@ -161,11 +163,14 @@ def decode(body: str, attributes: dict[str, Any] | None = None) -> Envelope:
     try:
         if enc == "zstd+b64":
             compressed = base64.b64decode(body, validate=True)
-            raw: bytes | str = zstandard.ZstdDecompressor().decompress(
+            # decompress() ignores max_output_size when the frame declares its size.
+            if zstandard.frame_content_size(compressed) > MAX_DECODED_BYTES:
+                raise EnvelopeError(f"body inflates past {MAX_DECODED_BYTES} bytes")
+            raw: bytes = zstandard.ZstdDecompressor().decompress(
                 compressed, max_output_size=MAX_DECODED_BYTES
             )
         elif enc == "json":
-            raw = body
+            raw = body.encode("utf-8")  # raw_bytes counts bytes, not characters
         else:
             raise EnvelopeError(f"unknown envelope encoding {enc!r}")
         doc = orjson.loads(raw)
@@ -184,7 +189,7 @@ def decode(body: str, attributes: dict[str, Any] | None = None) -> Envelope:
         table = doc["table"]
         cols = doc["cols"]
         rows = doc["rows"]
-        lines = _expand(doc["lines"])
+        lines = _expand(doc["lines"], len(rows) if isinstance(rows, list) else 0)
         rejects = [
             Reject(int(line), str(raw_row), str(reason))
             for line, raw_row, reason in doc.get("rej", [])
@@ -290,6 +295,12 @@ class Packer:
 
     def _take_reject(self, reject: Reject) -> Iterator[EncodedMessage]:
         cost = len(orjson.dumps([reject.line, reject.raw, reject.reason])) + 1
+        if cost > self._row_limit:  # a long raw row: cut it so the entry fits a message
+            raw, note = reject.raw, f"... [{len(reject.raw)} characters, cut]"
+            while raw and cost > self._row_limit:
+                raw = raw[: len(raw) * 3 // 4]
+                cost = len(orjson.dumps([reject.line, raw + note, reject.reason])) + 1
+            reject = Reject(reject.line, raw + note, reject.reason)
         if self._size + cost > self._target() and (self._parts or self._rejects):
             yield from self._flush()
         self._rejects.append(reject)
@@ -312,6 +323,8 @@ class Packer:
         msg = _finish(self._seq, raw, len(parts), len(rejects), self._compressor)
         if msg.size > self.budget and len(parts) + len(rejects) > 1:
             half_p, half_r = len(parts) // 2, len(rejects) // 2
+            if half_p == half_r == 0:  # one row and one reject: split them apart
+                half_r = 1
             yield from self._encode(parts[:half_p], lines[:half_p], rejects[:half_r])
             yield from self._encode(parts[half_p:], lines[half_p:], rejects[half_r:])
             return

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import decimal
 import hashlib
 import io
 import re
@@ -44,11 +45,14 @@ __all__ = [
 
 MAX_RAW_CHARS = 4096
 
-_INT_RE = re.compile(r"[+-]?\d+")
-_DATETIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?")
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_TIME_RE = re.compile(r"-?\d{1,3}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?")
-_FLOAT_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# re.ASCII: \d must not match other scripts' digits (int("١٢") works, MySQL refuses it).
+_INT_RE = re.compile(r"[+-]?\d+", re.ASCII)
+_DATETIME_RE = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?", re.ASCII
+)
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_TIME_RE = re.compile(r"-?\d{1,3}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?", re.ASCII)
+_FLOAT_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _BOOL_WORDS = {
     "1": "1",
     "0": "0",
@@ -119,6 +123,17 @@ class TableSchema:
     table: sa.Table
     columns: dict[str, ColumnSpec]
     unique_keys: list[tuple[str, ...]] = field(default_factory=list)
+
+    @classmethod
+    def from_table(
+        cls, table: sa.Table, unique_keys: Sequence[tuple[str, ...]] = ()
+    ) -> TableSchema:
+        specs: dict[str, ColumnSpec] = {}
+        for column in table.columns:
+            spec = _spec_for(column)
+            if spec is not None:
+                specs[spec.name] = spec
+        return cls(table=table, columns=specs, unique_keys=list(unique_keys))
 
     @property
     def name(self) -> str:
@@ -313,10 +328,11 @@ def _int_rule(bits: int, unsigned: bool) -> tuple[Check, Fast]:
 def _decimal_rule(precision: int, scale: int) -> tuple[Check, Fast]:
     whole = precision - scale
     if whole == 0:
-        pattern = re.compile(rf"[+-]?0?\.\d{{1,{scale}}}")
+        pattern = re.compile(rf"[+-]?(?:0?\.\d{{1,{scale}}}|0\.?)", re.ASCII)
     else:
         frac = rf"(?:\.\d{{0,{scale}}})?" if scale else r"(?:\.0*)?"
-        pattern = re.compile(rf"[+-]?(?:\d{{1,{whole}}}{frac}|\.\d{{1,{max(scale, 1)}}})")
+        bare = rf"\.\d{{1,{scale}}}" if scale else r"\.0+"
+        pattern = re.compile(rf"[+-]?(?:\d{{1,{whole}}}{frac}|{bare})", re.ASCII)
     match = pattern.fullmatch
 
     def check(v: str) -> str:
@@ -350,7 +366,7 @@ def _datetime_rule(kind: str, lo_year: int, hi_year: int) -> tuple[Check, Fast]:
     pattern = _DATE_RE if kind == "date" else _DATETIME_RE
     parse = dt.date.fromisoformat if kind == "date" else dt.datetime.fromisoformat
     expected = "YYYY-MM-DD" if kind == "date" else "YYYY-MM-DD HH:MM:SS"
-    lo_text, hi_text = f"{lo_year:04d}", f"{hi_year + 1:04d}"
+    lo_text, hi_text = f"{lo_year:04d}", f"{hi_year:04d}"
 
     def check(v: str) -> str:
         if not pattern.fullmatch(v):
@@ -368,7 +384,7 @@ def _datetime_rule(kind: str, lo_year: int, hi_year: int) -> tuple[Check, Fast]:
             return None
         if kind != "date" and "T" in "".join(col):
             return None
-        if min(col) < lo_text or max(col) >= hi_text:
+        if min(col) < lo_text or max(col)[:4] > hi_text:
             return None
         try:
             for _ in map(parse, col):
@@ -433,7 +449,7 @@ def _enum_rule(values: Sequence[str]) -> tuple[Check, Fast]:
     def check(v: str) -> str:
         if v.lower() not in allowed:
             raise ValueError(f"is not one of {', '.join(values)}")
-        return v
+        return allowed[v.lower()]  # the stored spelling (MySQL matches ENUM case-insensitively)
 
     def fast(col: Sequence[str]) -> Sequence[str] | None:
         return col if col and all(v in values for v in col) else None
@@ -463,9 +479,17 @@ def _canon_int(v: Any) -> str:
     return str(int(v))
 
 
+_DECIMAL_CONTEXT = decimal.Context(prec=80)  # DECIMAL(65, 30) needs more than the default 28
+
+
 def _canon_decimal(scale: int) -> Callable[[Any], str]:
     quantum = Decimal(1).scaleb(-scale)
-    return lambda v: str(Decimal(str(v)).quantize(quantum))
+
+    def canon(v: Any) -> str:
+        d = Decimal(str(v)).quantize(quantum, context=_DECIMAL_CONTEXT)
+        return str(d.copy_abs() if d.is_zero() else d)  # the database has no -0
+
+    return canon
 
 
 def _canon_float(v: Any) -> str:
@@ -580,12 +604,7 @@ async def reflect_table(
                 key = tuple(str(c) for c in ix["column_names"] if c is not None)
                 if key not in uniques:
                     uniques.append(key)
-        specs: dict[str, ColumnSpec] = {}
-        for column in table.columns:
-            spec = _spec_for(column)
-            if spec is not None:
-                specs[spec.name] = spec
-        return TableSchema(table=table, columns=specs, unique_keys=uniques)
+        return TableSchema.from_table(table, uniques)
 
     schema = await conn.run_sync(_reflect)
     if schema is None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from headrace import failpoints
 from headrace.envelope import EncodedMessage
 from headrace.errors import QueueError
 from headrace.retry import Backoff
@@ -108,6 +109,7 @@ class Sender:
                     for key, m in pending.items()
                 ],
             )
+            await failpoints.hit("producer.after_send")
             for ok in resp.get("Successful", []):
                 message = pending.pop(ok["Id"])
                 self._on_sent(message)

@@ -8,11 +8,25 @@ moto server. Tests that kill, restart or reconfigure a server should start a pri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 from support.mariadb import MariaDBServer
-from support.moto import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, REGION, start_moto
+from support.moto import (
+    FAKE_ACCESS_KEY,
+    FAKE_SECRET_KEY,
+    REGION,
+    QueuePair,
+    create_queue_pair,
+    start_moto,
+)
+
+from headrace.db import create_engine, migrate
+from headrace.settings import Settings
 
 # Variables that could point boto at real accounts, other endpoints or slow metadata
 # lookups if they leak in from the developer's shell or CI.
@@ -72,8 +86,67 @@ def mariadb(mariadb_server: MariaDBServer) -> MariaDBServer:
 @pytest.fixture(scope="session")
 def moto_endpoint(aws_env: None) -> Iterator[str]:
     """Endpoint URL of an in-process moto server (SQS, S3, ...) on 127.0.0.1."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
     server, endpoint_url = start_moto()
     try:
         yield endpoint_url
     finally:
         server.stop()
+
+
+# --- headrace on top of the servers ---------------------------------------------------------
+
+
+@pytest.fixture
+async def db_url(mariadb: MariaDBServer) -> str:
+    """A fresh database on the shared server, migrated to head with alembic."""
+    url = mariadb.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    engine = create_engine(Settings(database_url=url))
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+    return url
+
+
+@pytest.fixture
+async def queue(moto_endpoint: str) -> QueuePair:
+    """A fresh queue with a DLQ (maxReceiveCount 3) on the session's moto server."""
+    return await create_queue_pair(
+        moto_endpoint, "headrace", visibility_timeout_s=30, max_receive_count=3
+    )
+
+
+@pytest.fixture
+def settings(db_url: str, queue: QueuePair, moto_endpoint: str) -> Settings:
+    """Settings for a test: short polls and flush ages so tests finish quickly."""
+    return Settings(
+        database_url=db_url,
+        queue_url=queue.queue_url,
+        sqs_endpoint_url=moto_endpoint,
+        worker={"wait_time_s": 1, "flush_age_s": 0.2, "visibility_timeout_s": 30},  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def cli_env(settings: Settings) -> dict[str, str]:
+    """Environment for `python -m producer|worker|headrace` subprocesses of this test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
+    env.update(
+        HEADRACE_DATABASE_URL=settings.database_url,
+        HEADRACE_QUEUE_URL=settings.queue_url or "",
+        HEADRACE_SQS_ENDPOINT_URL=settings.sqs_endpoint_url or "",
+        HEADRACE_WORKER__WAIT_TIME_S="1",
+        HEADRACE_WORKER__FLUSH_AGE_S="0.2",
+        HEADRACE_LOG_LEVEL="INFO",
+    )
+    return env

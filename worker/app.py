@@ -20,6 +20,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from headrace import failpoints
 from headrace.db import create_engine
 from headrace.envelope import decode
 from headrace.errors import EnvelopeError, SchemaError
@@ -252,6 +253,7 @@ class Worker:
                 batch.messages, delay_s=min(30, self.settings.worker.visibility_timeout_s)
             )
             return
+        await failpoints.hit("worker.after_commit")
         await self._delete(batch.messages)
         self.stats.batches += 1
         self.stats.messages_applied += len(result.applied)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from headrace import failpoints
 from worker.inflight import InFlight, Message
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class Heartbeat:
         due = [m for m in self._inflight.snapshot() if m.deadline <= horizon]
         if not due:
             return
+        await failpoints.hit("worker.heartbeat")
         started = time.monotonic()
         extended = await change_visibility(self._client, self._url, due, self._visibility_s)
         for m in extended:

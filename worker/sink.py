@@ -25,6 +25,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from headrace import failpoints
 from headrace.db import DISPOSE_ERRORS, ErrorKind, classify_error, is_mysql, mysql_errno
 from headrace.envelope import Envelope
 from headrace.errors import DatabaseUnavailable
@@ -120,6 +121,7 @@ class Sink:
             fresh = await self._claim(conn, envelopes, result)
             if fresh:
                 await self._apply(conn, schema, fresh, result)
+            await failpoints.hit("worker.before_commit")
         return result
 
     async def _claim(
@@ -240,11 +242,20 @@ class Sink:
         """
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
-        if self._mysql:
-            async with driver.cursor() as cursor:
-                await cursor.executemany(sql, rows)
-        else:
-            await driver.executemany(sql, rows)
+        dbapi = self._engine.dialect.loaded_dbapi
+        try:
+            if self._mysql:
+                async with driver.cursor() as cursor:
+                    await cursor.executemany(sql, rows)
+            else:
+                await driver.executemany(sql, rows)
+        except dbapi.Error as exc:
+            # The driver's own exception: wrap it as SQLAlchemy would, so callers see one
+            # hierarchy, and drop a connection that is no longer usable.
+            wrapped = DBAPIError.instance(sql, None, exc, dbapi.Error, dialect=self._engine.dialect)
+            if classify_error(wrapped) is ErrorKind.RETRY:
+                await conn.invalidate()
+            raise wrapped from exc
 
     async def _isolate(
         self,

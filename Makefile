@@ -1,0 +1,45 @@
+# headrace — developer entry points. `make demo` and `make test` are all a fresh machine needs.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_WORKERS ?= 2
+ROWS ?= 1000000
+
+.PHONY: help venv demo test lint format unit sysdeps bench soak faults clean
+
+help:
+	@echo "make demo    - install, generate $(ROWS) rows, run producer + worker on embedded defaults"
+	@echo "make test    - install what is missing (Debian mariadb-server too), lint, run the suite"
+	@echo "make lint    - ruff check, ruff format --check, mypy --strict"
+	@echo "make bench   - benchmark (not part of make test)"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/headrace demo --rows $(ROWS)
+
+sysdeps:
+	bash scripts/ensure-system-deps.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check headrace producer worker migrations tests bench
+	$(BIN)/ruff format --check headrace producer worker migrations tests bench
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format headrace producer worker migrations tests bench
+	$(BIN)/ruff check --fix headrace producer worker migrations tests bench
+
+test: sysdeps $(STAMP) lint
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not soak and not bench" tests
+
+clean:
+	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,97 @@
+"""Running headrace's entry points as real processes, and waiting on the database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from headrace.tables import ingest_ledger, observations, rejected_rows
+
+__all__ = ["count", "produce_cli", "start_worker", "stop_process", "wait_for_ledger"]
+
+
+def produce_cli(
+    env: dict[str, str], source: Path, *extra: str, timeout_s: float = 300
+) -> dict[str, Any]:
+    """`python -m producer SOURCE --table observations`; returns its JSON report."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "producer", str(source), "--table", "observations", *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert proc.returncode == 0, f"producer exited {proc.returncode}:\n{proc.stderr[-4000:]}"
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report
+
+
+def start_worker(env: dict[str, str], log_path: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """`python -m worker` in the background, its log going to ``log_path``."""
+    with log_path.open("wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", *extra], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 40) -> int:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+async def count(engine: AsyncEngine, table: sa.Table = observations) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one())
+
+
+async def wait_for_ledger(
+    engine: AsyncEngine,
+    run_id: str,
+    messages: int,
+    *,
+    timeout_s: float = 120,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> float:
+    """Poll (with a deadline) until ``messages`` ledger rows of ``run_id`` exist; returns when."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        async with engine.connect() as conn:
+            n = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(ingest_ledger)
+                    .where(ingest_ledger.c.run_id == run_id)
+                )
+            ).scalar_one()
+        if n >= messages:
+            return time.monotonic()
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"worker exited early with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"only {n}/{messages} messages applied after {timeout_s} s")
+        await asyncio.sleep(0.1)
+
+
+async def rejected(engine: AsyncEngine) -> list[tuple[int, str, str]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(rejected_rows.c.line, rejected_rows.c.stage, rejected_rows.c.reason).order_by(
+                rejected_rows.c.line
+            )
+        )
+        return [(int(line), str(stage), str(reason)) for line, stage, reason in rows]
