@@ -135,7 +135,8 @@ async def test_bad_rows_go_to_rejected_rows_and_the_rest_is_inserted(
         (13, "producer"),
         (21, "producer"),
     ]
-    assert "quantity" in got[0][2] and "out of range" in got[0][2]
+    assert "quantity" in got[0][2]
+    assert "out of range" in got[0][2]
     assert "Duplicate entry" in got[1][2]
     assert "expected 8 fields, found 4" in got[2][2]
     assert "observed_at" in got[3][2]
@@ -195,7 +196,8 @@ async def test_sigterm_mid_run_loses_no_rows(
     finally:
         stop_process(worker)
     log = (tmp_path / "worker.log").read_text()
-    assert "worker_stopping" in log and "worker_stopped" in log
+    assert "worker_stopping" in log
+    assert "worker_stopped" in log
     async with engine.connect() as conn:
         applied = (
             await conn.execute(sa.select(sa.func.count()).select_from(ingest_ledger))
