@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 ROWS ?= 1000000
 
-.PHONY: help venv demo test lint format unit sysdeps bench soak faults clean
+.PHONY: help venv demo test lint format sysdeps docs clean
 
 help:
 	@echo "make demo    - install, generate $(ROWS) rows, run producer + worker on embedded defaults"
@@ -30,16 +30,19 @@ sysdeps:
 	bash scripts/ensure-system-deps.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check headrace producer worker migrations tests bench
-	$(BIN)/ruff format --check headrace producer worker migrations tests bench
+	$(BIN)/ruff check headrace producer worker migrations tests bench scripts
+	$(BIN)/ruff format --check headrace producer worker migrations tests bench scripts
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format headrace producer worker migrations tests bench
-	$(BIN)/ruff check --fix headrace producer worker migrations tests bench
+	$(BIN)/ruff format headrace producer worker migrations tests bench scripts
+	$(BIN)/ruff check --fix headrace producer worker migrations tests bench scripts
 
 test: sysdeps $(STAMP) lint
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not soak and not bench" tests
 
 clean:
 	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache
+
+docs: $(STAMP)
+	$(BIN)/python scripts/settings_table.py

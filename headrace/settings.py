@@ -27,8 +27,8 @@ __all__ = [
 
 class DatabaseSettings(BaseModel):
     pool_size: int = Field(4, ge=1, le=64, description="Pooled DB connections per process.")
-    pool_timeout_s: float = Field(30.0, gt=0)
-    connect_timeout_s: float = Field(10.0, gt=0)
+    pool_timeout_s: float = Field(30.0, gt=0, description="Wait for a pooled connection.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="TCP connect + handshake.")
     statement_timeout_s: float = Field(
         120.0, gt=0, description="Upper bound on one DB round trip (bulk insert, commit)."
     )
@@ -38,17 +38,17 @@ class DatabaseSettings(BaseModel):
 
 
 class AwsSettings(BaseModel):
-    region: str = "us-east-1"
+    region: str = Field("us-east-1", description="AWS region (AWS_REGION is used when unset).")
     max_attempts: int = Field(8, ge=1, le=20, description="botocore standard-mode attempts.")
-    connect_timeout_s: float = Field(10.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0, description="AWS API connect timeout.")
     read_timeout_s: float = Field(40.0, gt=0, description="Must exceed the 20 s long poll.")
-    max_pool_connections: int = Field(32, ge=1)
+    max_pool_connections: int = Field(32, ge=1, description="HTTP connections to AWS per client.")
 
 
 class ProducerSettings(BaseModel):
     concurrency: int = Field(8, ge=1, le=128, description="SendMessageBatch calls in flight.")
-    compression: Literal["zstd", "none"] = "zstd"
-    zstd_level: int = Field(3, ge=1, le=19)
+    compression: Literal["zstd", "none"] = Field("zstd", description="Message body encoding.")
+    zstd_level: int = Field(3, ge=1, le=19, description="zstd level when compressing.")
     max_message_bytes: int | None = Field(
         None,
         ge=4096,
@@ -58,8 +58,12 @@ class ProducerSettings(BaseModel):
     chunk_rows: int = Field(4096, ge=1, description="Rows read and validated per step.")
     max_field_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Longest CSV field.")
     max_gzip_ratio: float = Field(200.0, gt=1, description="Refuse gzip inflating beyond this.")
-    max_decompressed_bytes: int = Field(64 * 1024**3, ge=1024)
-    checkpoint_every_messages: int = Field(20, ge=1)
+    max_decompressed_bytes: int = Field(
+        64 * 1024**3, ge=1024, description="Refuse a gzip source inflating beyond this."
+    )
+    checkpoint_every_messages: int = Field(
+        20, ge=1, description="Save the resume point after this many sent messages."
+    )
     max_rejects_per_file: int | None = Field(
         None, ge=0, description="Refuse the file once more rows than this were rejected."
     )
@@ -68,20 +72,26 @@ class ProducerSettings(BaseModel):
 class WorkerSettings(BaseModel):
     pollers: int = Field(2, ge=1, le=64, description="Concurrent long-poll loops.")
     sinks: int = Field(2, ge=1, le=64, description="Concurrent flushes (DB connections in use).")
-    wait_time_s: int = Field(20, ge=0, le=20)
-    visibility_timeout_s: int = Field(60, ge=1, le=43_200)
+    wait_time_s: int = Field(20, ge=0, le=20, description="SQS long-poll wait.")
+    visibility_timeout_s: int = Field(
+        60, ge=1, le=43_200, description="Visibility set on receive and by each heartbeat."
+    )
     heartbeat_interval_s: float = Field(
         15.0, gt=0, description="How often in-flight messages are checked for extension."
     )
-    flush_rows: int = Field(20_000, ge=1)
-    flush_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    flush_age_s: float = Field(1.0, gt=0)
+    flush_rows: int = Field(20_000, ge=1, description="Flush a batch at this many rows.")
+    flush_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Flush a batch at this many decoded bytes."
+    )
+    flush_age_s: float = Field(1.0, gt=0, description="Flush a batch this old.")
     max_inflight_messages: int = Field(200, ge=10, description="Backpressure bound.")
     max_inflight_rows: int = Field(200_000, ge=1, description="Backpressure bound.")
     max_statement_bytes: int = Field(
         4 * 1024 * 1024, ge=4096, description="Split bulk inserts above this many payload bytes."
     )
-    shutdown_deadline_s: float = Field(25.0, gt=0, le=115)
+    shutdown_deadline_s: float = Field(
+        25.0, gt=0, le=115, description="SIGTERM to exit; below ECS stopTimeout (30 s default)."
+    )
     tables: list[str] = Field(
         default_factory=list, description="Allowed target tables (empty: any non-internal table)."
     )
@@ -112,11 +122,14 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL, e.g. mysql+asyncmy://user:pw@host:3306/db.",
     )
     queue_url: str | None = Field(None, description="SQS queue URL (or set queue_name).")
-    queue_name: str | None = None
+    queue_name: str | None = Field(None, description="Queue name, resolved with GetQueueUrl.")
     sqs_endpoint_url: str | None = Field(None, description="Non-AWS SQS endpoint (moto, proxy).")
-    s3_endpoint_url: str | None = None
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
+    log_format: Literal["json", "console"] = Field(
+        "json", description="JSON lines, or console for humans."
+    )
     db: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings.model_validate({}))
     aws: AwsSettings = Field(default_factory=lambda: AwsSettings.model_validate({}))
     producer: ProducerSettings = Field(default_factory=lambda: ProducerSettings.model_validate({}))

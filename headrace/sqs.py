@@ -20,10 +20,9 @@ from headrace.errors import ConfigError, QueueError
 from headrace.settings import Settings
 
 if TYPE_CHECKING:
-    from types_aiobotocore_s3 import S3Client
     from types_aiobotocore_sqs import SQSClient
 
-__all__ = ["QueueInfo", "queue_info", "resolve_queue_url", "s3_client", "sqs_client"]
+__all__ = ["QueueInfo", "queue_info", "resolve_queue_url", "sqs_client"]
 
 
 def _config(settings: Settings, *, pool: int | None = None) -> AioConfig:
@@ -42,15 +41,6 @@ async def sqs_client(settings: Settings, *, pool: int | None = None) -> AsyncIte
     session = get_session()
     async with session.create_client(
         "sqs", endpoint_url=settings.sqs_endpoint_url, config=_config(settings, pool=pool)
-    ) as client:
-        yield client
-
-
-@asynccontextmanager
-async def s3_client(settings: Settings) -> AsyncIterator[S3Client]:
-    session = get_session()
-    async with session.create_client(
-        "s3", endpoint_url=settings.s3_endpoint_url, config=_config(settings)
     ) as client:
         yield client
 
