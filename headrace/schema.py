@@ -285,8 +285,9 @@ def _check_value(spec: ColumnSpec, value: str) -> str | None:
 def row_text(row: Sequence[str | None]) -> str:
     """A row as one CSV line, cut to a size that fits in rejected_rows and a message."""
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="").writerow(["" if v is None else v for v in row])
-    text = buf.getvalue()
+    # With "\r\n" as terminator Python 3.11 also quotes fields holding "\r" or "\n".
+    csv.writer(buf, lineterminator="\r\n").writerow(["" if v is None else v for v in row])
+    text = buf.getvalue()[:-2]
     if len(text) > MAX_RAW_CHARS:
         text = text[:MAX_RAW_CHARS] + f"... [{len(text)} characters, cut]"
     return text

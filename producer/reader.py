@@ -26,8 +26,8 @@ _decode_errors = [0]
 
 
 def _count_and_escape(exc: UnicodeError) -> tuple[str, int]:
-    _decode_errors[0] += 1
     replacement, resume = codecs.lookup_error("surrogateescape")(exc)
+    _decode_errors[0] += len(replacement)  # one surrogate per undecodable byte
     return str(replacement), resume
 
 
@@ -52,7 +52,11 @@ class CsvReader:
         self._text = io.TextIOWrapper(stream, encoding="utf-8", errors="headrace-count", newline="")
         csv.field_size_limit(max_field_bytes)
         self._reader = csv.reader(self._text, strict=False)
+        # The wrapper decodes ahead of the rows handed out (8 KiB at a time), so count the
+        # undecodable bytes decoded so far and not yet found in a row.
+        errors_before = _decode_errors[0]
         self.header = self._read_header()
+        self._pending_errors = _decode_errors[0] - errors_before
         self.rows_read = 0
 
     def _read_header(self) -> list[str]:
@@ -97,8 +101,10 @@ class CsvReader:
                     f"cannot parse CSV: {exc}", source=self.source, line=start
                 ) from None
             rejects: list[Reject] = []
-            if _decode_errors[0] != errors_before:
-                rows, lines, rejects = self._split_undecodable(rows, lines)
+            self._pending_errors += _decode_errors[0] - errors_before
+            if self._pending_errors > 0:
+                rows, lines, rejects, found = self._split_undecodable(rows, lines)
+                self._pending_errors = max(0, self._pending_errors - found)
             self.rows_read += len(rows) + len(rejects)
             if rows or rejects:
                 yield Chunk(rows, lines, rejects)
@@ -108,10 +114,11 @@ class CsvReader:
     @staticmethod
     def _split_undecodable(
         rows: list[list[str]], lines: list[int]
-    ) -> tuple[list[list[str]], list[int], list[Reject]]:
+    ) -> tuple[list[list[str]], list[int], list[Reject], int]:
         good_rows: list[list[str]] = []
         good_lines: list[int] = []
         rejects: list[Reject] = []
+        found = 0
         for row, line in zip(rows, lines, strict=True):
             bad = next(((ci, m) for ci, v in enumerate(row) if (m := _SURROGATE.search(v))), None)
             if bad is None:
@@ -119,6 +126,7 @@ class CsvReader:
                 good_lines.append(line)
                 continue
             ci, match = bad
+            found += sum(len(_SURROGATE.findall(v)) for v in row)
             byte = ord(match.group()) - 0xDC00
             text = row_text(
                 [v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for v in row]
@@ -130,7 +138,7 @@ class CsvReader:
                     f"column {ci + 1}: invalid UTF-8 byte 0x{byte:02x} at offset {match.start()}",
                 )
             )
-        return good_rows, good_lines, rejects
+        return good_rows, good_lines, rejects, found
 
     def close(self) -> None:
         self._text.close()

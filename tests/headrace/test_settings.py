@@ -1,0 +1,171 @@
+"""Settings from HEADRACE_* variables: nesting, the AWS region fallback, readable errors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from headrace.errors import ConfigError
+from headrace.settings import Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No HEADRACE_* or AWS region variable from the shell or the session leaks in."""
+    for name in list(os.environ):
+        if name.startswith("HEADRACE_") or name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_defaults() -> None:
+    s = load_settings()
+    assert s.database_url == "sqlite+aiosqlite:///headrace-demo.sqlite3"
+    assert s.aws.region == "us-east-1"
+    assert s.worker.pollers == 2
+    assert s.producer.compression == "zstd"
+    assert s.queue_url is None
+
+
+def test_prefix_and_nesting(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("HEADRACE_WORKER__POLLERS", "7")
+    clean_env.setenv("HEADRACE_WORKER__TABLES", '["observations", "prices"]')
+    clean_env.setenv("HEADRACE_PRODUCER__COMPRESSION", "none")
+    clean_env.setenv("HEADRACE_PRODUCER__MAX_MESSAGE_BYTES", "262144")
+    clean_env.setenv("HEADRACE_DB__POOL_SIZE", "9")
+    clean_env.setenv("HEADRACE_DATABASE_URL", "mysql+asyncmy://u:p@db:3306/app")
+    clean_env.setenv("HEADRACE_QUEUE_URL", "http://localhost:4566/000000000000/q")
+    clean_env.setenv("POLLERS", "99")  # no prefix: ignored
+    clean_env.setenv("WORKER__POLLERS", "99")
+    s = load_settings()
+    assert s.worker.pollers == 7
+    assert s.worker.sinks == 2  # untouched siblings keep their defaults
+    assert s.worker.tables == ["observations", "prices"]
+    assert s.producer.compression == "none"
+    assert s.producer.max_message_bytes == 262_144
+    assert s.db.pool_size == 9
+    assert s.database_url == "mysql+asyncmy://u:p@db:3306/app"
+    assert s.queue_url == "http://localhost:4566/000000000000/q"
+
+
+def test_overrides_beat_the_environment(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("HEADRACE_LOG_LEVEL", "DEBUG")
+    assert load_settings().log_level == "DEBUG"
+    assert load_settings(log_level="ERROR").log_level == "ERROR"
+
+
+@pytest.mark.parametrize(
+    ("env", "region"),
+    [
+        ({"AWS_REGION": "eu-west-3"}, "eu-west-3"),
+        ({"AWS_DEFAULT_REGION": "ap-south-1"}, "ap-south-1"),
+        ({"AWS_REGION": "eu-west-3", "AWS_DEFAULT_REGION": "ap-south-1"}, "eu-west-3"),
+        ({"AWS_REGION": "eu-west-3", "HEADRACE_AWS__REGION": "sa-east-1"}, "sa-east-1"),
+        ({}, "us-east-1"),
+    ],
+)
+def test_aws_region_fallback(
+    clean_env: pytest.MonkeyPatch, env: dict[str, str], region: str
+) -> None:
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    assert load_settings().aws.region == region
+
+
+def test_aws_region_fallback_keeps_other_aws_settings(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AWS_REGION", "eu-north-1")
+    clean_env.setenv("HEADRACE_AWS__MAX_ATTEMPTS", "3")
+    s = load_settings()
+    assert (s.aws.region, s.aws.max_attempts) == ("eu-north-1", 3)
+
+
+def test_explicit_aws_override_wins_over_aws_region(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("AWS_REGION", "eu-north-1")
+    assert load_settings(aws={"region": "us-west-2"}).aws.region == "us-west-2"
+
+
+@pytest.mark.parametrize(("heartbeat", "visibility"), [("60", "60"), ("90", "60"), ("30.5", "30")])
+def test_heartbeat_must_be_below_visibility(
+    clean_env: pytest.MonkeyPatch, heartbeat: str, visibility: str
+) -> None:
+    clean_env.setenv("HEADRACE_WORKER__HEARTBEAT_INTERVAL_S", heartbeat)
+    clean_env.setenv("HEADRACE_WORKER__VISIBILITY_TIMEOUT_S", visibility)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert message.startswith("invalid settings:\n  HEADRACE_WORKER: ")
+    assert (
+        "worker.heartbeat_interval_s must be below worker.visibility_timeout_s "
+        f"({float(heartbeat)} >= {int(visibility)})"
+    ) in message
+    assert "Traceback" not in message
+    assert "pydantic" not in message
+
+
+def test_heartbeat_below_visibility_is_fine(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("HEADRACE_WORKER__HEARTBEAT_INTERVAL_S", "59.9")
+    clean_env.setenv("HEADRACE_WORKER__VISIBILITY_TIMEOUT_S", "60")
+    s = load_settings()
+    assert (s.worker.heartbeat_interval_s, s.worker.visibility_timeout_s) == (59.9, 60)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:p@db/app",
+        "mysql+pymysql://u:p@db/app",
+        "mysql://u:p@db/app",
+        "sqlite:///x.db",
+        "not a url",
+    ],
+)
+def test_unsupported_database_url(clean_env: pytest.MonkeyPatch, url: str) -> None:
+    clean_env.setenv("HEADRACE_DATABASE_URL", url)
+    with pytest.raises(ConfigError, match="must use mysql\\+asyncmy:// or sqlite\\+aiosqlite://"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql+asyncmy://u:p@db:3306/app", "sqlite+aiosqlite:///tmp/x.sqlite3"]
+)
+def test_supported_database_url(clean_env: pytest.MonkeyPatch, url: str) -> None:
+    clean_env.setenv("HEADRACE_DATABASE_URL", url)
+    assert load_settings().database_url == url
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("HEADRACE_WORKER__POLLERS", "0", "greater than or equal to 1"),
+        ("HEADRACE_WORKER__POLLERS", "many", "valid integer"),
+        ("HEADRACE_PRODUCER__COMPRESSION", "gzip", "'zstd' or 'none'"),
+        ("HEADRACE_PRODUCER__MAX_MESSAGE_BYTES", "2000000", "less than or equal to 1048576"),
+        ("HEADRACE_LOG_LEVEL", "LOUD", "'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
+    ],
+)
+def test_field_errors_name_the_variable(
+    clean_env: pytest.MonkeyPatch, name: str, value: str, fragment: str
+) -> None:
+    clean_env.setenv(name, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    lines = str(err.value).splitlines()
+    assert lines[0] == "invalid settings:"
+    assert any(line.startswith(f"  {name}: ") and fragment in line for line in lines[1:]), lines
+
+
+def test_every_error_is_reported_at_once(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("HEADRACE_WORKER__POLLERS", "0")
+    clean_env.setenv("HEADRACE_WORKER__SINKS", "0")
+    clean_env.setenv("HEADRACE_DB__POOL_SIZE", "0")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    for name in ("HEADRACE_WORKER__POLLERS", "HEADRACE_WORKER__SINKS", "HEADRACE_DB__POOL_SIZE"):
+        assert f"  {name}: " in message
+
+
+def test_settings_class_reads_the_environment_directly(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("HEADRACE_WORKER__FLUSH_ROWS", "123")
+    assert Settings().worker.flush_rows == 123
