@@ -39,3 +39,5 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | N
     logging.basicConfig(
         level=max(numeric, logging.WARNING), stream=stream or sys.stderr, force=True
     )
+    # asyncmy logs server notes (e.g. "Name 'pk_x' ignored for PRIMARY key") as warnings.
+    logging.getLogger("asyncmy").setLevel(logging.ERROR)
