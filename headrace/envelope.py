@@ -8,8 +8,13 @@ Wire format (documented in the README):
       {"v": 1, "run": "<32 hex>", "seq": 17, "table": "observations",
        "cols": ["observed_at", ...], "src": "drop.csv.gz",
        "lines": [[2, 3000], [3002, 41]],          # runs of [first source line, row count]
-       "rows": [["2026-11-23 04:00:00", ...], ...], # text or null, in "cols" order
-       "rej": [[3001, "raw,csv,text", "reason"]]}   # rows refused by the producer
+       "rej": [[3001, "raw,csv,text", "reason"]],  # rows refused by the producer
+       "n": 3041,                                  # rows carried
+       "data": [["2026-11-23 04:00:00", ...],      # one array per column, in "cols" order,
+                ["7", ...], ...]}                  # of text or null
+
+  Column-major on purpose: a chunk is encoded and decoded as a handful of arrays, not one
+  Python list per row, which is most of the CPU either side would otherwise spend.
 
 * Attributes: ``headrace-v`` (Number, ``1``) and ``headrace-enc``.
 
@@ -23,7 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +36,7 @@ import orjson
 import zstandard
 
 from headrace.errors import EnvelopeError
-from headrace.schema import Reject, row_text
+from headrace.schema import Reject, drop_indices, row_text
 
 __all__ = [
     "ATTRIBUTE_RESERVE_BYTES",
@@ -48,6 +53,7 @@ ATTRIBUTE_RESERVE_BYTES = 128
 MAX_DECODED_BYTES = 64 * 1024 * 1024
 """Largest decompressed body a worker accepts (a compressed message is ≤ 1 MiB)."""
 
+_VALUE_TYPES = {str, type(None)}
 # Characters SQS refuses in a body (XML 1.0's excluded code points).
 _SQS_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -59,10 +65,37 @@ class Envelope:
     table: str
     columns: tuple[str, ...]
     source: str
-    rows: list[Sequence[str | None]]
+    data: list[list[str | None]]  # one list per column
     lines: list[int]
     rejects: list[Reject] = field(default_factory=list)
     raw_bytes: int = 0  # size of the decoded JSON: the worker's memory and statement accounting
+
+    @classmethod
+    def from_rows(
+        cls,
+        run_id: str,
+        seq: int,
+        table: str,
+        columns: Sequence[str],
+        source: str,
+        rows: Sequence[Sequence[str | None]],
+        lines: Sequence[int],
+        rejects: Sequence[Reject] = (),
+        raw_bytes: int = 0,
+    ) -> Envelope:
+        data = [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in columns]
+        return cls(
+            run_id, seq, table, tuple(columns), source, data, list(lines), list(rejects), raw_bytes
+        )
+
+    @property
+    def row_count(self) -> int:
+        return len(self.lines)
+
+    @property
+    def rows(self) -> list[list[str | None]]:
+        """Row-major view (tests and tools; the sink zips the columns itself)."""
+        return [list(r) for r in zip(*self.data, strict=True)] if self.lines else []
 
 
 @dataclass(frozen=True)
@@ -106,7 +139,10 @@ def _header(env_meta: dict[str, Any]) -> bytes:
 
 
 def _assemble(
-    meta: bytes, row_parts: Sequence[bytes], lines: Sequence[int], rejects: Sequence[Reject]
+    meta: bytes,
+    data: Sequence[Sequence[str | None]] | bytes,
+    lines: Sequence[int],
+    rejects: Sequence[Reject],
 ) -> bytes:
     rej = orjson.dumps([[r.line, r.raw, r.reason] for r in rejects])
     return b"".join(
@@ -116,9 +152,11 @@ def _assemble(
             orjson.dumps(_runs(lines)),
             b',"rej":',
             rej,
-            b',"rows":[',
-            b",".join(row_parts),
-            b"]}",
+            b',"n":',
+            str(len(lines)).encode(),
+            b',"data":',
+            data if isinstance(data, bytes) else orjson.dumps(data),
+            b"}",
         )
     )
 
@@ -148,9 +186,8 @@ def encode(env: Envelope, *, compress: zstandard.ZstdCompressor | None = None) -
             "src": env.source,
         }
     )
-    parts = [orjson.dumps(list(r)) for r in env.rows]
-    raw = _assemble(meta, parts, env.lines, env.rejects)
-    return _finish(env.seq, raw, len(env.rows), len(env.rejects), compress)
+    raw = _assemble(meta, env.data, env.lines, env.rejects)
+    return _finish(env.seq, raw, env.row_count, len(env.rejects), compress)
 
 
 def decode(body: str, attributes: dict[str, Any] | None = None) -> Envelope:
@@ -188,8 +225,11 @@ def decode(body: str, attributes: dict[str, Any] | None = None) -> Envelope:
         seq = doc["seq"]
         table = doc["table"]
         cols = doc["cols"]
-        rows = doc["rows"]
-        lines = _expand(doc["lines"], len(rows) if isinstance(rows, list) else 0)
+        n = doc["n"]
+        data = doc["data"]
+        if not (isinstance(n, int) and n >= 0):
+            raise EnvelopeError("malformed row count")
+        lines = _expand(doc["lines"], n)
         rejects = [
             Reject(int(line), str(raw_row), str(reason))
             for line, raw_row, reason in doc.get("rej", [])
@@ -203,22 +243,25 @@ def decode(body: str, attributes: dict[str, Any] | None = None) -> Envelope:
         raise EnvelopeError("malformed seq or table")
     if not (isinstance(cols, list) and cols and all(isinstance(c, str) for c in cols)):
         raise EnvelopeError("malformed column list")
-    width = len(cols)
-    if not isinstance(rows, list) or len(rows) != len(lines):
+    if len(lines) != n:
         raise EnvelopeError("row and line counts differ")
-    if not all(type(r) is list and len(r) == width for r in rows):
-        raise EnvelopeError(f"a row does not have {width} values")
-    return Envelope(run_id, seq, table, tuple(cols), source, rows, lines, rejects, len(raw))
+    if not (isinstance(data, list) and len(data) == len(cols)):
+        raise EnvelopeError(f"data does not have {len(cols)} columns")
+    if not all(type(c) is list and len(c) == n for c in data):
+        raise EnvelopeError(f"a column does not have {n} values")
+    if not all(set(map(type, c)) <= _VALUE_TYPES for c in data):
+        raise EnvelopeError("a value is neither text nor null")
+    return Envelope(run_id, seq, table, tuple(cols), source, data, lines, rejects, len(raw))
 
 
 class Packer:
     """Packs validated rows into messages no larger than ``budget`` bytes.
 
     Deterministic: the same rows, header and settings always give the same messages and
-    sequence numbers (the resume and dedup guarantees depend on it). Rows are serialised
-    once each; a message is cut when the next row would pass the budget. With compression the
-    cut point is estimated from the previous message's ratio and an over-full message is
-    split in two.
+    sequence numbers (the resume and dedup guarantees depend on it). Chunks arrive as columns;
+    a slice of rows is sized by encoding its columns, and a message is cut when the next slice
+    would pass the budget. With compression the cut point is estimated from the previous
+    message's ratio, and an over-full message is split in two.
     """
 
     def __init__(
@@ -231,6 +274,7 @@ class Packer:
         budget: int,
         compression: str = "zstd",
         zstd_level: int = 3,
+        max_row_chars: int | None = None,
     ) -> None:
         self.budget = budget
         self._meta = {
@@ -240,29 +284,37 @@ class Packer:
             "cols": list(columns),
             "src": source,
         }
+        self._width = len(columns)
         self._compressor = (
             zstandard.ZstdCompressor(level=zstd_level) if compression == "zstd" else None
         )
         self._ratio = 1.0
-        self._parts: list[bytes] = []
+        self._data: list[list[str | None]] = [[] for _ in columns]
+        self._pieces: list[list[bytes]] = [[] for _ in columns]  # encoded slices, no brackets
         self._lines: list[int] = []
         self._rejects: list[Reject] = []
         self._size = 0
         self._seq = 0
-        self._fixed = len(_header({**self._meta, "seq": 10**9})) + 64
+        self._fixed = len(_header({**self._meta, "seq": 10**9})) + 96
+        self._room = budget - ATTRIBUTE_RESERVE_BYTES - self._fixed
         # Worst case (incompressible, base64): a row this size still fits on its own.
-        self._row_limit = (budget - ATTRIBUTE_RESERVE_BYTES - self._fixed) * 3 // 4 - 64
+        self._row_limit = (self._room - 2 * self._width - 16) * 3 // 4 - 64
+        # When the table's types bound a row below the limit, no row can be too large.
+        self._rows_always_fit = (
+            max_row_chars is not None
+            and max_row_chars * 6 + 8 * self._width + 16 <= self._row_limit
+        )
 
     @property
     def next_seq(self) -> int:
         return self._seq
 
     def _target(self) -> int:
-        room = self.budget - ATTRIBUTE_RESERVE_BYTES - self._fixed
         if self._compressor is None:
-            return room
-        # base64 inflates by 4/3; keep 10% slack for a less compressible stretch.
-        return max(room // 2, int(room * 0.75 * self._ratio * 0.9))
+            return self._room
+        # ratio = raw bytes per body byte of the previous message (base64 included); keep
+        # 10% slack for a less compressible stretch, and bound the decoded size.
+        return max(self._row_limit, min(int(self._room * self._ratio * 0.9), 16 * self._room))
 
     def add(
         self,
@@ -270,28 +322,83 @@ class Packer:
         lines: Sequence[int],
         rejects: Sequence[Reject],
     ) -> Iterator[EncodedMessage]:
-        """Add a validated chunk; yields every message that became full."""
+        """Add a validated chunk given as rows; yields every message that became full."""
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in range(self._width)]
+        yield from self.add_columns(columns, lines, rejects)
+
+    def add_columns(
+        self,
+        columns: Sequence[Sequence[str | None]],
+        lines: Sequence[int],
+        rejects: Sequence[Reject],
+    ) -> Iterator[EncodedMessage]:
+        """Add a validated chunk given as columns; yields every message that became full."""
         for reject in rejects:
             yield from self._take_reject(reject)
-        dumps = orjson.dumps
-        target = self._target()
-        for row, line in zip(rows, lines, strict=True):
-            part = dumps(row)
-            cost = len(part) + 8
-            if cost > self._row_limit:
-                # A single row larger than a message can carry: report it instead.
-                reason = (
-                    f"row is {len(part)} bytes encoded; a message carries at most {self._row_limit}"
-                )
-                yield from self._take_reject(Reject(line, row_text(row), reason))
-                target = self._target()
-                continue
-            if self._size + cost > target and (self._parts or self._rejects):
+        columns, lines = yield from self._without_oversized(columns, lines)
+        n = len(lines)
+        if not n:
+            return
+        whole = self._slice(columns, 0, n)
+        avg = max(1.0, whole[0] / n)
+        i = 0
+        while i < n:
+            target = self._target()
+            j = min(n, i + max(1, int((target - self._size) / avg)))
+            cost, parts = whole if (i, j) == (0, n) else self._slice(columns, i, j)
+            while j > i + 1 and self._size + cost > target:
+                j = i + max(1, (j - i) * 3 // 4)
+                cost, parts = self._slice(columns, i, j)
+            if self._size + cost <= target:
+                self._take(columns, lines, i, j, cost, parts)
+                i = j
+            elif self._lines or self._rejects:
                 yield from self._flush()
-                target = self._target()
-            self._parts.append(part)
-            self._lines.append(line)
-            self._size += cost
+            else:  # alone, it still fits the budget in the worst case
+                self._take(columns, lines, i, j, cost, parts)
+                i = j
+
+    def _without_oversized(
+        self, columns: Sequence[Sequence[str | None]], lines: Sequence[int]
+    ) -> Generator[EncodedMessage, None, tuple[Sequence[Sequence[str | None]], Sequence[int]]]:
+        """Turn rows too large for any message into rejects (they would never fit)."""
+        if self._rows_always_fit:
+            return columns, lines
+        longest = sum(max(map(len, filter(None, col)), default=0) for col in columns)
+        if longest * 6 + 8 * self._width + 16 <= self._row_limit:  # JSON: ≤ 6 bytes a char
+            return columns, lines
+        oversized: list[int] = []
+        for k, line in enumerate(lines):
+            row = [col[k] for col in columns]
+            size = len(orjson.dumps(row))
+            if size + 8 > self._row_limit:
+                oversized.append(k)
+                reason = f"row is {size} bytes encoded; a message carries at most {self._row_limit}"
+                yield from self._take_reject(Reject(line, row_text(row), reason))
+        if not oversized:
+            return columns, lines
+        return [drop_indices(col, oversized) for col in columns], drop_indices(lines, oversized)
+
+    @staticmethod
+    def _slice(columns: Sequence[Sequence[str | None]], i: int, j: int) -> tuple[int, list[bytes]]:
+        """Encoded size of rows [i, j) and each column's JSON array for them."""
+        parts = [orjson.dumps(col[i:j]) for col in columns]
+        return sum(map(len, parts)) + 2 * (j - i), parts
+
+    def _take(
+        self,
+        columns: Sequence[Sequence[str | None]],
+        lines: Sequence[int],
+        i: int,
+        j: int,
+        cost: int,
+        parts: list[bytes],
+    ) -> None:
+        for mine, pieces, col, part in zip(self._data, self._pieces, columns, parts, strict=True):
+            mine.extend(col[i:j])
+            pieces.append(part[1:-1])
+        self._lines.extend(lines[i:j])
+        self._size += cost
 
     def _take_reject(self, reject: Reject) -> Iterator[EncodedMessage]:
         cost = len(orjson.dumps([reject.line, reject.raw, reject.reason])) + 1
@@ -301,36 +408,42 @@ class Packer:
                 raw = raw[: len(raw) * 3 // 4]
                 cost = len(orjson.dumps([reject.line, raw + note, reject.reason])) + 1
             reject = Reject(reject.line, raw + note, reject.reason)
-        if self._size + cost > self._target() and (self._parts or self._rejects):
+        if self._size + cost > self._target() and (self._lines or self._rejects):
             yield from self._flush()
         self._rejects.append(reject)
         self._size += cost
 
     def finish(self) -> Iterator[EncodedMessage]:
-        if self._parts or self._rejects:
+        if self._lines or self._rejects:
             yield from self._flush()
 
     def _flush(self) -> Iterator[EncodedMessage]:
-        parts, lines, rejects = self._parts, self._lines, self._rejects
-        self._parts, self._lines, self._rejects, self._size = [], [], [], 0
-        yield from self._encode(parts, lines, rejects)
+        data, lines, rejects = self._data, self._lines, self._rejects
+        encoded = b"[" + b",".join(b"[" + b",".join(p) + b"]" for p in self._pieces) + b"]"
+        self._data, self._lines, self._rejects, self._size = [[] for _ in data], [], [], 0
+        self._pieces = [[] for _ in data]
+        yield from self._encode(data, lines, rejects, encoded)
 
     def _encode(
-        self, parts: list[bytes], lines: list[int], rejects: list[Reject]
+        self,
+        data: list[list[str | None]],
+        lines: list[int],
+        rejects: list[Reject],
+        encoded: bytes | None = None,
     ) -> Iterator[EncodedMessage]:
         meta = _header({**self._meta, "seq": self._seq})
-        raw = _assemble(meta, parts, lines, rejects)
-        msg = _finish(self._seq, raw, len(parts), len(rejects), self._compressor)
-        if msg.size > self.budget and len(parts) + len(rejects) > 1:
-            half_p, half_r = len(parts) // 2, len(rejects) // 2
+        raw = _assemble(meta, data if encoded is None else encoded, lines, rejects)
+        msg = _finish(self._seq, raw, len(lines), len(rejects), self._compressor)
+        if msg.size > self.budget and len(lines) + len(rejects) > 1:
+            half_p, half_r = len(lines) // 2, len(rejects) // 2
             if half_p == half_r == 0:  # one row and one reject: split them apart
                 half_r = 1
-            yield from self._encode(parts[:half_p], lines[:half_p], rejects[:half_r])
-            yield from self._encode(parts[half_p:], lines[half_p:], rejects[half_r:])
+            yield from self._encode([c[:half_p] for c in data], lines[:half_p], rejects[:half_r])
+            yield from self._encode([c[half_p:] for c in data], lines[half_p:], rejects[half_r:])
             return
         if msg.size > self.budget:
             raise EnvelopeError(f"a single entry does not fit in {self.budget} bytes")
         if msg.encoding == "zstd+b64":
-            self._ratio = max(1.0, msg.raw_bytes / max(1, msg.size))
+            self._ratio = max(0.75, msg.raw_bytes / max(1, msg.size))
         self._seq += 1
         yield msg

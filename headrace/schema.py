@@ -39,6 +39,7 @@ __all__ = [
     "Reject",
     "TableSchema",
     "ValidatedChunk",
+    "drop_indices",
     "reflect_table",
     "row_text",
 ]
@@ -51,6 +52,17 @@ _DATETIME_RE = re.compile(
     r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?", re.ASCII
 )
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+# Calendar-exact forms for the fast path: every month/day pair that exists in any year (only
+# 02-29 then needs a leap-year check) and times within 00:00:00..23:59:59.
+_MONTH_DAY = (
+    r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)"
+    r"|(?:0[13578]|1[02])-31|02-29)"
+)
+_STRICT_DATE_RE = re.compile(rf"\d{{4}}-{_MONTH_DAY}", re.ASCII)
+_STRICT_DATETIME_RE = re.compile(
+    rf"\d{{4}}-{_MONTH_DAY}(?: (?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{{1,6}})?)?)?",
+    re.ASCII,
+)
 _TIME_RE = re.compile(r"-?\d{1,3}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?", re.ASCII)
 _FLOAT_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _BOOL_WORDS = {
@@ -77,7 +89,7 @@ _TEXT_BYTES = {"TINYTEXT": 255, "TEXT": 65_535, "MEDIUMTEXT": 16_777_215, "LONGT
 
 Check = Callable[[str], str | None]
 """Value check: returns the normalised text, or raises ``ValueError`` with the reason."""
-Fast = Callable[[Sequence[str]], Sequence[str] | None]
+Fast = Callable[[Sequence[str]], Sequence[str | None] | None]
 """Column check in C-level calls: the (normalised) column when every value is valid and none
 is empty, else None, and the column is checked value by value."""
 
@@ -93,9 +105,13 @@ class Reject:
 
 @dataclass
 class ValidatedChunk:
-    rows: list[Sequence[str | None]]
+    columns: list[Sequence[str | None]]  # column-major: one sequence per column
     lines: list[int]
     rejects: list[Reject]
+
+    @property
+    def rows(self) -> list[tuple[str | None, ...]]:
+        return list(zip(*self.columns, strict=True)) if self.lines else []
 
 
 @dataclass(frozen=True)
@@ -110,6 +126,7 @@ class ColumnSpec:
     check: Check
     fast: Fast
     canon: Callable[[Any], str]
+    max_chars: int | None = None  # longest valid text (after normalising); None: unbounded
 
     @property
     def required(self) -> bool:
@@ -219,43 +236,21 @@ class TableSchema:
                     )
             rows, lines = keep_rows, keep_lines
         if not rows:
-            return ValidatedChunk([], [], rejects)
+            return ValidatedChunk([[] for _ in specs], [], rejects)
         raw_cols: list[tuple[str, ...]] = list(zip(*rows, strict=True))
-        out_cols: list[Sequence[str | None]] = []
         bad: dict[int, str] = {}
-        changed = False
-        for ci, (spec, col) in enumerate(zip(specs, raw_cols, strict=True)):
-            fast = spec.fast(col)
-            if fast is not None:
-                changed = changed or fast is not col
-                out_cols.append(fast)
-                continue
-            out: list[str | None] = []
-            for ri, value in enumerate(col):
-                try:
-                    out.append(_check_value(spec, value))
-                except ValueError as exc:
-                    out.append(None)
-                    if ri not in bad:
-                        shown = value if len(value) <= 40 else value[:37] + "..."
-                        bad[ri] = f"column {ci + 1} {spec.name!r}: {shown!r} {exc}"
-            out_cols.append(out)
-            changed = True
-        out_rows: list[Sequence[str | None]] = (
-            list(zip(*out_cols, strict=True)) if changed else list(rows)
-        )
-        good_rows = out_rows
-        good_lines = list(lines)
+        columns = [
+            _check_column(spec, ci, col, 0, bad)
+            for ci, (spec, col) in enumerate(zip(specs, raw_cols, strict=True))
+        ]
         if bad:
-            good_rows, good_lines = [], []
-            for ri, (out_row, line) in enumerate(zip(out_rows, lines, strict=True)):
-                if ri in bad:
-                    rejects.append(Reject(line, row_text(rows[ri]), bad[ri]))
-                else:
-                    good_rows.append(out_row)
-                    good_lines.append(line)
+            order = sorted(bad)
+            for ri in order:
+                rejects.append(Reject(lines[ri], row_text(rows[ri]), bad[ri]))
+            columns = [drop_indices(col, order) for col in columns]
+            lines = drop_indices(lines, order)
         rejects.sort(key=lambda r: r.line)
-        return ValidatedChunk(good_rows, good_lines, rejects)
+        return ValidatedChunk(columns, list(lines), rejects)
 
     def row_checksum(self, names: Sequence[str], rows: Iterable[Sequence[Any]]) -> tuple[int, int]:
         """Order-independent (count, checksum) of rows, in canonical form per column type."""
@@ -268,6 +263,50 @@ class TableSchema:
             total = (total + int.from_bytes(digest, "big")) & 0xFFFFFFFFFFFFFFFF
             count += 1
         return count, total
+
+
+_SMALLEST_BLOCK = 16
+
+
+def _check_column(
+    spec: ColumnSpec, ci: int, col: Sequence[str], base: int, bad: dict[int, str]
+) -> Sequence[str | None]:
+    """Check a column with the C-level fast path; narrow down to the bad values when it fails.
+
+    A failing column is re-checked in 16 blocks, recursively, and only failing blocks of
+    ``_SMALLEST_BLOCK`` values are checked value by value: a chunk with a few bad values costs
+    about one more pass of fast checks. Reasons go to ``bad`` (row index -> first reason).
+    """
+    fast = spec.fast(col)
+    if fast is not None:
+        return fast
+    if len(col) > _SMALLEST_BLOCK:
+        size = max(_SMALLEST_BLOCK, -(-len(col) // 16))
+        out_blocks: list[str | None] = []
+        for start in range(0, len(col), size):
+            block = col[start : start + size]
+            out_blocks.extend(_check_column(spec, ci, block, base + start, bad))
+        return out_blocks
+    out: list[str | None] = []
+    for ri, value in enumerate(col, start=base):
+        try:
+            out.append(_check_value(spec, value))
+        except ValueError as exc:
+            out.append(None)
+            shown = value if len(value) <= 40 else value[:37] + "..."
+            bad.setdefault(ri, f"column {ci + 1} {spec.name!r}: {shown!r} {exc}")
+    return out
+
+
+def drop_indices(values: Sequence[Any], order: Sequence[int]) -> list[Any]:
+    """``values`` without the (sorted) indices in ``order``, copied slice by slice."""
+    out: list[Any] = []
+    prev = 0
+    for index in order:
+        out.extend(values[prev:index])
+        prev = index + 1
+    out.extend(values[prev:])
+    return out
 
 
 def _check_value(spec: ColumnSpec, value: str) -> str | None:
@@ -317,6 +356,9 @@ def _int_rule(bits: int, unsigned: bool) -> tuple[Check, Fast]:
     def fast(col: Sequence[str]) -> Sequence[str] | None:
         if not col or "" in col or max(map(len, col)) > safe_digits:
             return None
+        joined = "".join(col)
+        if joined.isascii() and joined.isdigit():  # plain digits: one C call for the chunk
+            return col
         if not all(map(match, col)):
             return None
         if lo == 0 and "-" in "".join(col):
@@ -380,18 +422,20 @@ def _datetime_rule(kind: str, lo_year: int, hi_year: int) -> tuple[Check, Fast]:
             raise ValueError(f"is out of range (years {lo_year}..{hi_year})")
         return v if kind == "date" else v.replace("T", " ")
 
+    strict = _STRICT_DATE_RE if kind == "date" else _STRICT_DATETIME_RE
+
     def fast(col: Sequence[str]) -> Sequence[str] | None:
-        if not col or not all(map(pattern.fullmatch, col)):
-            return None
-        if kind != "date" and "T" in "".join(col):
+        # One C-level regex a value ("T" separators fail it and are rewritten on the slow path).
+        if not col or not all(map(strict.fullmatch, col)):
             return None
         if min(col) < lo_text or max(col)[:4] > hi_text:
             return None
-        try:
-            for _ in map(parse, col):
-                pass
-        except ValueError:
-            return None
+        if "-02-29" in "".join(col):  # the one date that needs the year
+            try:
+                for _ in map(parse, col):
+                    pass
+            except ValueError:
+                return None
         return col
 
     return check, fast
@@ -580,7 +624,43 @@ def _spec_for(column: sa.Column[Any]) -> ColumnSpec | None:
     else:
         rule = ("other", _identity, _other_fast, _canon_str)
     kind, check, fast, canon = rule
-    return ColumnSpec(kind=kind, check=check, fast=fast, canon=_canon_null(canon), **common)
+    fast = _with_empties(fast, nullable=nullable, text=kind in ("string", "text"))
+    max_chars = {
+        "bool": 1,
+        "int": 21,
+        "decimal": (getattr(ctype, "precision", None) or 65) + 2,
+        "datetime": 26,
+        "date": 10,
+        "time": 17,
+        "enum": max(map(len, getattr(ctype, "enums", None) or [""])),
+        "text": _TEXT_BYTES.get(type_name, 65_535),
+        "string": getattr(ctype, "length", None),
+    }.get(kind)
+    return ColumnSpec(
+        kind=kind, check=check, fast=fast, canon=_canon_null(canon), max_chars=max_chars, **common
+    )
+
+
+def _with_empties(fast: Fast, *, nullable: bool, text: bool) -> Fast:
+    """The fast path with the empty-field rule: NULL when nullable, '' for NOT NULL text."""
+
+    def wrapped(col: Sequence[str]) -> Sequence[str | None] | None:
+        if "" not in col:
+            return fast(col)
+        if not (nullable or text):
+            return None  # the value-by-value path says which row and why
+        present = [v for v in col if v]
+        checked = fast(present) if present else present
+        if checked is None:
+            return None
+        if not nullable:
+            return col  # text keeps its empty strings; text is never rewritten
+        if checked is present:  # nothing was rewritten: only the empties change
+            return [v or None for v in col]
+        values = iter(checked)
+        return [next(values) if v else None for v in col]
+
+    return wrapped
 
 
 async def reflect_table(

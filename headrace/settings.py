@@ -85,7 +85,7 @@ class WorkerSettings(BaseModel):
     )
     flush_age_s: float = Field(1.0, gt=0, description="Flush a batch this old.")
     max_inflight_messages: int = Field(200, ge=10, description="Backpressure bound.")
-    max_inflight_rows: int = Field(200_000, ge=1, description="Backpressure bound.")
+    max_inflight_rows: int = Field(100_000, ge=1, description="Backpressure bound.")
     max_statement_bytes: int = Field(
         4 * 1024 * 1024, ge=4096, description="Split bulk inserts above this many payload bytes."
     )

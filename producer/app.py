@@ -145,6 +145,12 @@ async def produce(
     return report
 
 
+def _max_row_chars(specs: list[ColumnSpec]) -> int | None:
+    """The longest a valid row can be, from the column types (None: some are unbounded)."""
+    bounds = [s.max_chars for s in specs]
+    return None if None in bounds else sum(b for b in bounds if b is not None)
+
+
 async def _pump(
     settings: Settings,
     client: object,
@@ -165,6 +171,7 @@ async def _pump(
         budget=budget,
         compression=p.compression,
         zstd_level=p.zstd_level,
+        max_row_chars=_max_row_chars(specs),
     )
 
     def on_sent(message: EncodedMessage) -> None:
@@ -203,7 +210,7 @@ async def _pump(
                     source=reader.source,
                     line=first.line if first else None,
                 )
-            for message in packer.add(valid.rows, valid.lines, rejects):
+            for message in packer.add_columns(valid.columns, valid.lines, rejects):
                 await dispatch(message)
             if checkpoint.watermark - checkpoint.persisted >= p.checkpoint_every_messages:
                 await checkpoint.save(

@@ -22,7 +22,7 @@ class Message:
 
     @property
     def rows(self) -> int:
-        return len(self.envelope.rows) + len(self.envelope.rejects)
+        return self.envelope.row_count + len(self.envelope.rejects)
 
 
 class InFlight:
@@ -33,6 +33,7 @@ class InFlight:
         self._max_rows = max_rows
         self._messages: dict[int, Message] = {}
         self._rows = 0
+        self._avg_rows = 1.0
         self._changed = asyncio.Condition()
 
     def __len__(self) -> int:
@@ -43,10 +44,15 @@ class InFlight:
         return self._rows
 
     def room(self) -> int:
-        """How many more messages a receive may take (0 when full)."""
+        """How many more messages a receive may take (0 when full).
+
+        Messages carry from a few rows to tens of thousands, so the row bound is applied with
+        the average rows per message seen so far: a receive never takes far more than fits.
+        """
         if self._rows >= self._max_rows:
             return 0
-        return max(0, self._max_messages - len(self._messages))
+        by_rows = max(1, int((self._max_rows - self._rows) / self._avg_rows))
+        return max(0, min(self._max_messages - len(self._messages), by_rows))
 
     async def wait_for_room(self) -> int:
         async with self._changed:
@@ -60,6 +66,7 @@ class InFlight:
     def add(self, message: Message) -> None:
         self._messages[id(message)] = message
         self._rows += message.rows
+        self._avg_rows = 0.8 * self._avg_rows + 0.2 * max(1, message.rows)
 
     async def remove(self, messages: list[Message]) -> None:
         for m in messages:

@@ -153,7 +153,7 @@ class Sink:
                         "run_id": e.run_id,
                         "seq": e.seq,
                         "table_name": e.table,
-                        "rows_inserted": len(e.rows),
+                        "rows_inserted": e.row_count,
                         "rows_rejected": len(e.rejects),
                     }
                     for e in fresh
@@ -173,8 +173,8 @@ class Sink:
         rows: list[Sequence[str | None]] = []
         owner: list[int] = []
         for i, env in enumerate(fresh):
-            rows.extend(env.rows)
-            owner.extend([i] * len(env.rows))
+            rows.extend(zip(*env.data, strict=True))
+            owner.extend([i] * env.row_count)
         raw_bytes = sum(e.raw_bytes for e in fresh) or 1
         per_statement = max(1, int(len(rows) * self._max_statement_bytes / raw_bytes))
         bad: list[tuple[int, str]] = []
@@ -213,7 +213,7 @@ class Sink:
                     ingest_ledger.update()
                     .where(ingest_ledger.c.run_id == env.run_id, ingest_ledger.c.seq == env.seq)
                     .values(
-                        rows_inserted=len(env.rows) - count, rows_rejected=len(env.rejects) + count
+                        rows_inserted=env.row_count - count, rows_rejected=len(env.rejects) + count
                     )
                 )
         result.applied.update((e.run_id, e.seq) for e in fresh)

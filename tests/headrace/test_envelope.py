@@ -285,19 +285,13 @@ def test_row_and_reject_that_overflow_together_are_split_apart() -> None:
 
 
 def _envelope(**changes: Any) -> Envelope:
-    env = Envelope(
-        run_id=RUN,
-        seq=3,
-        table="things",
-        columns=("a", "b"),
-        source=SOURCE,
-        rows=[["1", None], ['ü\n"x"', ""], ["3", "\ufffe"]],
-        lines=[2, 3, 7],
-        rejects=[Reject(5, "a,b,c", "expected 2 fields, found 3")],
-    )
-    for key, value in changes.items():
-        setattr(env, key, value)
-    return env
+    fields: dict[str, Any] = {
+        "rows": [["1", None], ['ü\n"x"', ""], ["3", "\ufffe"]],
+        "lines": [2, 3, 7],
+        "rejects": [Reject(5, "a,b,c", "expected 2 fields, found 3")],
+        **changes,
+    }
+    return Envelope.from_rows(RUN, 3, "things", ("a", "b"), SOURCE, **fields)
 
 
 @pytest.mark.parametrize("compressor", [None, zstandard.ZstdCompressor(level=3)])
@@ -344,7 +338,8 @@ def _doc(**changes: Any) -> dict[str, Any]:
         "src": SOURCE,
         "lines": [[2, 2]],
         "rej": [],
-        "rows": [["1", "2"], ["3", None]],
+        "n": 2,
+        "data": [["1", "3"], ["2", None]],
     }
     doc.update(changes)
     return {k: v for k, v in doc.items() if v is not _MISSING}
@@ -402,12 +397,18 @@ _POISON: list[Any] = [
     pytest.param(orjson.dumps(_doc(lines=[[2, -5]])).decode(), None, id="negative-line-run"),
     pytest.param(orjson.dumps(_doc(lines=[[2]])).decode(), None, id="malformed-line-run"),
     pytest.param(orjson.dumps(_doc(lines="2")).decode(), None, id="lines-not-a-list"),
-    pytest.param(orjson.dumps(_doc(rows=[["1", "2"], ["3"]])).decode(), None, id="row-too-narrow"),
+    pytest.param(orjson.dumps(_doc(data=[["1", "3"], ["2"]])).decode(), None, id="column-short"),
     pytest.param(
-        orjson.dumps(_doc(rows=[["1", "2"], ["3", "4", "5"]])).decode(), None, id="row-too-wide"
+        orjson.dumps(_doc(data=[["1", "3", "5"], ["2", "4"]])).decode(), None, id="column-long"
     ),
-    pytest.param(orjson.dumps(_doc(rows=[["1", "2"], "34"])).decode(), None, id="row-not-a-list"),
-    pytest.param(orjson.dumps(_doc(rows=_MISSING)).decode(), None, id="no-rows"),
+    pytest.param(orjson.dumps(_doc(data=[["1", "3"]])).decode(), None, id="missing-column"),
+    pytest.param(orjson.dumps(_doc(data=[["1", "3"], "24"])).decode(), None, id="column-not-list"),
+    pytest.param(orjson.dumps(_doc(data=[["1", 3], ["2", None]])).decode(), None, id="number"),
+    pytest.param(orjson.dumps(_doc(data=[["1", ["x"]], ["2", None]])).decode(), None, id="nested"),
+    pytest.param(orjson.dumps(_doc(data=_MISSING)).decode(), None, id="no-data"),
+    pytest.param(orjson.dumps(_doc(n=_MISSING)).decode(), None, id="no-row-count"),
+    pytest.param(orjson.dumps(_doc(n=3)).decode(), None, id="row-count-too-high"),
+    pytest.param(orjson.dumps(_doc(n=-1)).decode(), None, id="negative-row-count"),
     pytest.param(orjson.dumps(_doc(run="xyz")).decode(), None, id="short-run-id"),
     pytest.param(orjson.dumps(_doc(run="A" * 32)).decode(), None, id="uppercase-run-id"),
     pytest.param(orjson.dumps(_doc(run=RUN + "\n")).decode(), None, id="run-id-newline"),

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import mysql
 
 from headrace.errors import InputError, SchemaError
-from headrace.schema import ColumnSpec, Reject, TableSchema, ValidatedChunk, row_text
+from headrace.schema import ColumnSpec, Reject, TableSchema, row_text
 from headrace.tables import observations
 
 SRC = "drop.csv"
@@ -664,16 +664,18 @@ def test_fast_and_slow_paths_agree(
     specs = things.specs_for(names)
     whole = things.validate(specs, [list(r) for r in rows], list(lines))
 
-    one_by_one = ValidatedChunk([], [], [])
+    single_rows: list[list[str | None]] = []
+    single_lines: list[int] = []
+    single_rejects: list[Reject] = []
     for row, line in zip(rows, lines, strict=True):
         single = things.validate(specs, [list(row)], [line])
-        one_by_one.rows.extend(single.rows)
-        one_by_one.lines.extend(single.lines)
-        one_by_one.rejects.extend(single.rejects)
+        single_rows.extend(list(r) for r in single.rows)
+        single_lines.extend(single.lines)
+        single_rejects.extend(single.rejects)
 
-    assert [list(r) for r in whole.rows] == [list(r) for r in one_by_one.rows]
-    assert whole.lines == one_by_one.lines
-    assert whole.rejects == one_by_one.rejects
+    assert [list(r) for r in whole.rows] == single_rows
+    assert whole.lines == single_lines
+    assert whole.rejects == single_rejects
 
     # And both equal the value-by-value rules.
     expected_rows, expected_lines, expected_rejects = [], [], []

@@ -34,7 +34,7 @@ def _env(
     seq: int, rows: list[list[str | None]], first_line: int = 2, rejects: list[Reject] | None = None
 ) -> Envelope:
     lines = list(range(first_line, first_line + len(rows)))
-    return Envelope(
+    return Envelope.from_rows(
         RUN,
         seq,
         "observations",
@@ -44,7 +44,7 @@ def _env(
         lines,
         rejects or [],
         raw_bytes=100 * len(rows),
-    )  # type: ignore[arg-type]
+    )
 
 
 async def _sink(engine: AsyncEngine) -> tuple[Sink, object]:
