@@ -33,7 +33,7 @@ class InFlight:
         self._max_rows = max_rows
         self._messages: dict[int, Message] = {}
         self._rows = 0
-        self._avg_rows = 1.0
+        self._avg_rows = max(1.0, max_rows / 4)  # until messages are seen: assume big ones
         self._changed = asyncio.Condition()
 
     def __len__(self) -> int:
