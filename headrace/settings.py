@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from headrace.errors import ConfigError
@@ -135,14 +135,13 @@ class Settings(BaseSettings):
     producer: ProducerSettings = Field(default_factory=lambda: ProducerSettings.model_validate({}))
     worker: WorkerSettings = Field(default_factory=lambda: WorkerSettings.model_validate({}))
 
-    @model_validator(mode="after")
-    def _known_driver(self) -> Settings:
-        scheme = self.database_url.split("://", 1)[0]
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, url: str) -> str:
+        scheme = url.split("://", 1)[0]
         if scheme not in {"mysql+asyncmy", "sqlite+aiosqlite"}:
-            raise ValueError(
-                f"database_url must use mysql+asyncmy:// or sqlite+aiosqlite://, not {scheme}://"
-            )
-        return self
+            raise ValueError(f"must use mysql+asyncmy:// or sqlite+aiosqlite://, not {scheme}://")
+        return url
 
 
 def load_settings(**overrides: object) -> Settings:
