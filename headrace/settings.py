@@ -96,7 +96,7 @@ class WorkerSettings(BaseModel):
         default_factory=list, description="Allowed target tables (empty: any non-internal table)."
     )
     idle_exit_s: float | None = Field(
-        None, gt=0, description="Exit after this long with nothing received (demo, batch jobs)."
+        None, gt=0, description="Exit after this long idle with the queue empty (demo, batch jobs)."
     )
 
     @model_validator(mode="after")

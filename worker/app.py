@@ -14,16 +14,18 @@ import contextlib
 import signal
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headrace import failpoints
 from headrace.db import create_engine
 from headrace.envelope import decode
-from headrace.errors import EnvelopeError, SchemaError
+from headrace.errors import DatabaseUnavailable, EnvelopeError, SchemaError
+from headrace.retry import Backoff
 from headrace.schema import TableSchema, reflect_table
 from headrace.settings import Settings
 from headrace.sqs import queue_info, resolve_queue_url, sqs_client
@@ -53,6 +55,7 @@ class WorkerStats:
     rows_rejected: int = 0
     batches: int = 0
     batch_failures: int = 0
+    circuit_opened: int = 0
     deletes: int = 0
     last_receive_at: float = 0.0
 
@@ -78,6 +81,11 @@ class Worker:
         self._batches: asyncio.Queue[Batch] = asyncio.Queue()
         self._client: SQSClient | None = None
         self._db: AsyncEngine | None = None
+        self._db_ok = asyncio.Event()
+        self._db_ok.set()
+        self._probe: asyncio.Task[None] | None = None
+        self._parked: list[Batch] = []  # batches waiting for the database to come back
+        self._receiving: set[asyncio.Task[Any]] = set()  # pollers inside a receive call
         self._url = ""
 
     def stop(self) -> None:
@@ -145,7 +153,13 @@ class Worker:
         assert self._client is not None
         w = self.settings.worker
         while not self.stopping:
+            await self._db_ok.wait()  # circuit open: receiving would only burn receive counts
             room = await self._inflight.wait_for_room()
+            if self.stopping:
+                return
+            me = asyncio.current_task()
+            assert me is not None
+            self._receiving.add(me)
             try:
                 resp = await self._client.receive_message(
                     QueueUrl=self._url,
@@ -159,13 +173,25 @@ class Worker:
                 log.warning("receive_failed", error=str(exc)[:300])
                 await asyncio.sleep(1.0)
                 continue
+            finally:
+                self._receiving.discard(me)
             received_at = time.monotonic()
             self.stats.receives += 1
             messages = resp.get("Messages", [])
             if messages:
                 self.stats.last_receive_at = received_at
             for raw in messages:
-                await self._accept(raw, received_at)
+                if self.stopping:  # received while shutting down: hand straight back
+                    await self._release_raw(raw, delay_s=0)
+                    continue
+                if not self._db_ok.is_set():  # the circuit opened during this receive
+                    await self._release_raw(raw, delay_s=5)
+                    continue
+                try:
+                    await self._accept(raw, received_at)
+                except Exception as exc:  # the loop must outlive any one message
+                    log.exception("accept_failed", message_id=raw.get("MessageId"), error=repr(exc))
+                    await self._release_raw(raw, delay_s=5)
 
     async def _accept(self, raw: MessageTypeDef, received_at: float) -> None:
         self.stats.messages_received += 1
@@ -177,6 +203,10 @@ class Worker:
             schema.specs_for(env.columns)
         except (EnvelopeError, SchemaError) as exc:
             await self._poison(raw, receive_count, exc)
+            return
+        except (DBAPIError, OSError, TimeoutError) as exc:  # reflection needs the database
+            self._open_circuit(exc)
+            await self._release_raw(raw, delay_s=5)
             return
         message = Message(
             message_id=message_id,
@@ -194,10 +224,52 @@ class Worker:
         schema = self._schemas.get(table)
         if schema is None:
             assert self._db is not None
-            async with self._db.connect() as conn:
-                schema = await reflect_table(conn, table, allowed=self.settings.worker.tables)
+            async with asyncio.timeout(self.settings.db.statement_timeout_s):
+                async with self._db.connect() as conn:
+                    schema = await reflect_table(conn, table, allowed=self.settings.worker.tables)
             self._schemas[table] = schema
         return schema
+
+    async def _release_raw(self, raw: MessageTypeDef, *, delay_s: int) -> None:
+        assert self._client is not None
+        with contextlib.suppress(ClientError, BotoCoreError):
+            await self._client.change_message_visibility(
+                QueueUrl=self._url, ReceiptHandle=raw["ReceiptHandle"], VisibilityTimeout=delay_s
+            )
+
+    # --- the database circuit ----------------------------------------------------------------
+
+    def _open_circuit(self, exc: BaseException) -> None:
+        """Stop receiving until the database answers again (probed with backoff)."""
+        if self._db_ok.is_set():
+            self.stats.circuit_opened += 1
+            log.error("circuit_open", error=repr(exc)[:300])
+            self._db_ok.clear()
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._probe_db(), name="db-probe")
+
+    async def _probe_db(self) -> None:
+        assert self._db is not None
+        backoff = Backoff(base_s=0.5, cap_s=30.0, attempts=1_000_000)
+        attempt = 0
+        while not self.stopping:
+            attempt += 1
+            await asyncio.sleep(backoff.delay(attempt))
+            try:
+                async with asyncio.timeout(self.settings.db.connect_timeout_s + 5):
+                    async with self._db.connect() as conn:
+                        await conn.exec_driver_sql("SELECT 1")
+            except Exception as exc:
+                log.warning("circuit_probe_failed", attempt=attempt, error=repr(exc)[:200])
+                if isinstance(exc, TimeoutError):
+                    await self._db.dispose()
+                continue
+            log.info("circuit_closed", attempts=attempt)
+            parked, self._parked = self._parked, []
+            for batch in parked:
+                await self._batches.put(batch)
+            self._db_ok.set()
+            return
 
     async def _poison(self, raw: MessageTypeDef, receive_count: int, exc: Exception) -> None:
         """Leave a bad message to SQS's redrive: never delete it, back off its visibility."""
@@ -241,6 +313,12 @@ class Worker:
         except asyncio.CancelledError:
             await self._release(batch.messages)
             raise
+        except (DatabaseUnavailable, OSError, TimeoutError) as exc:
+            # The database, not the batch: keep the messages (the heartbeat keeps them
+            # invisible), stop receiving, and retry the batch once the database is back.
+            self._parked.append(batch)
+            self._open_circuit(exc)
+            return
         except Exception as exc:
             self.stats.batch_failures += 1
             log.error(
@@ -304,11 +382,35 @@ class Worker:
         start = time.monotonic()
         while True:
             await asyncio.sleep(min(0.5, idle_s / 4))
+            if not self._db_ok.is_set():  # waiting for the database is not idleness
+                start = time.monotonic()
+                continue
             last = max(self.stats.last_receive_at, start)
             if len(self._inflight) == 0 and time.monotonic() - last >= idle_s:
+                if await self._queue_has_messages():  # e.g. released ones, not yet visible
+                    start = time.monotonic()
+                    continue
                 log.info("worker_idle_exit", idle_s=idle_s)
                 self.stop()
                 return
+
+    async def _queue_has_messages(self) -> bool:
+        assert self._client is not None
+        try:
+            resp = await self._client.get_queue_attributes(
+                QueueUrl=self._url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )
+        except (ClientError, BotoCoreError):
+            return True
+        attrs = resp.get("Attributes", {})
+        return any(
+            int(attrs.get(k, "0"))
+            for k in ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
+        )
 
     async def _shutdown(
         self,
@@ -317,16 +419,24 @@ class Worker:
         aux: list[asyncio.Task[None]],
     ) -> None:
         deadline = time.monotonic() + self.settings.worker.shutdown_deadline_s
+        # 1. Stop receiving. A poller waiting for room or for the database is cancelled; one
+        #    inside a long poll is let finish (a cancelled receive would leave whatever it got
+        #    invisible for a whole visibility timeout) and releases what it got.
         for task in pollers:
-            task.cancel()
-        await asyncio.gather(*pollers, return_exceptions=True)
+            if task not in self._receiving:
+                task.cancel()
+        # 2. Flush what is buffered, while those receives finish.
         for batch in self._buffer.drain():
             await self._batches.put(batch)
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic() - 2.0)):
+                await asyncio.gather(*pollers, return_exceptions=True)
                 await self._batches.join()
         except TimeoutError:
             log.warning("shutdown_deadline_reached", pending_batches=self._batches.qsize())
+        for task in pollers:
+            task.cancel()
+        await asyncio.gather(*pollers, return_exceptions=True)
         for task in sinks:
             task.cancel()
         await asyncio.gather(*sinks, return_exceptions=True)
@@ -336,6 +446,8 @@ class Worker:
         leftover.extend(self._inflight.snapshot())
         if leftover:
             await self._release(list({id(m): m for m in leftover}.values()))
+        if self._probe is not None:
+            aux.append(self._probe)
         for task in aux:
             task.cancel()
         await asyncio.gather(*aux, return_exceptions=True)
