@@ -1,0 +1,145 @@
+"""Processes killed at the dangerous moments (fail-points), and poison messages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from support.moto import QueuePair
+from support.pipeline import count, produce_cli, start_worker, stop_process
+
+from headrace.datagen import generate_csv
+from headrace.settings import Settings
+from headrace.sqs import sqs_client
+from headrace.tables import ingest_ledger
+from headrace.verify import verify_source
+
+pytestmark = pytest.mark.slow
+
+SMALL_MESSAGES = {"HEADRACE_PRODUCER__MAX_MESSAGE_BYTES": "16384"}
+
+
+async def _verify(settings: Settings, engine: AsyncEngine, path: Path) -> None:
+    report = await verify_source(settings, engine, str(path), "observations")
+    assert report.ok, report.line()
+
+
+def _drain(env: dict[str, str], log: Path) -> None:
+    """Run a worker until the queue is empty (in-flight included)."""
+    worker = start_worker(env, log, "--idle-exit", "2")
+    assert worker.wait(timeout=180) == 0, log.read_text()[-3000:]
+
+
+@pytest.mark.parametrize("point", ["worker.before_commit", "worker.after_commit"])
+async def test_worker_sigkill_at_commit_loses_and_doubles_nothing(
+    point: str, tmp_path: Path, settings: Settings, engine: AsyncEngine, cli_env: dict[str, str]
+) -> None:
+    """Scenarios 8 and 9: SIGKILL before the commit, and after it but before the delete."""
+    data = generate_csv(tmp_path / "k.csv", 10_000, seed=31)
+    report = produce_cli({**cli_env, **SMALL_MESSAGES}, data.path, timeout_s=120)
+    env = {
+        **cli_env,
+        "HEADRACE_FAILPOINT": f"{point}:crash@3",
+        "HEADRACE_WORKER__FLUSH_ROWS": "500",
+        "HEADRACE_WORKER__VISIBILITY_TIMEOUT_S": "3",
+        "HEADRACE_WORKER__HEARTBEAT_INTERVAL_S": "1",
+    }
+    worker = start_worker(env, tmp_path / "crash.log")
+    assert worker.wait(timeout=120) == -9  # died at the fail-point, no cleanup
+    applied = await count(engine, ingest_ledger)
+    assert 0 < applied < report["total_messages"]
+    # The messages of the killed batch come back after their visibility timeout.
+    _drain(
+        {
+            **cli_env,
+            "HEADRACE_WORKER__VISIBILITY_TIMEOUT_S": "3",
+            "HEADRACE_WORKER__HEARTBEAT_INTERVAL_S": "1",
+        },
+        tmp_path / "drain.log",
+    )
+    assert await count(engine, ingest_ledger) == report["total_messages"]
+    duplicates = sum(
+        orjson.loads(line).get("duplicates", 0)
+        for line in (tmp_path / "drain.log").read_text().splitlines()
+        if '"batch_flushed"' in line
+    )
+    # After the commit, the killed batch's redelivery finds its keys in the ledger; before
+    # it, nothing was applied, so nothing is a duplicate.
+    assert (duplicates > 0) == (point == "worker.after_commit")
+    await _verify(settings, engine, data.path)
+
+
+async def test_producer_crash_mid_file_then_rerun(
+    tmp_path: Path, settings: Settings, engine: AsyncEngine, cli_env: dict[str, str]
+) -> None:
+    """Scenario 1: the producer dies after sending, before its checkpoint; a re-run completes."""
+    data = generate_csv(tmp_path / "p.csv", 20_000, seed=32)
+    env = {
+        **cli_env,
+        **SMALL_MESSAGES,
+        "HEADRACE_PRODUCER__CHECKPOINT_EVERY_MESSAGES": "5",
+        "HEADRACE_FAILPOINT": "producer.after_send:crash@40",
+    }
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "producer", str(data.path), "--table", "observations"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == -9
+    rerun = produce_cli({**cli_env, **SMALL_MESSAGES}, data.path, timeout_s=120)
+    assert rerun["messages_skipped"] > 0  # resumed from the checkpoint, not from scratch
+    _drain(cli_env, tmp_path / "w.log")
+    assert await count(engine, ingest_ledger) == rerun["total_messages"]
+    await _verify(settings, engine, data.path)
+
+
+async def test_poison_message_goes_to_the_dlq_and_others_are_applied(
+    tmp_path: Path,
+    settings: Settings,
+    engine: AsyncEngine,
+    cli_env: dict[str, str],
+    queue: QueuePair,
+) -> None:
+    """Scenario 21: an undecodable body is never deleted by the worker; SQS moves it to the DLQ."""
+    data = generate_csv(tmp_path / "ok.csv", 3_000, seed=33)
+    async with sqs_client(settings) as client:
+        await client.send_message(QueueUrl=queue.queue_url, MessageBody="this is not an envelope")
+    produce_cli(cli_env, data.path, timeout_s=120)
+    env = {
+        **cli_env,
+        "HEADRACE_WORKER__VISIBILITY_TIMEOUT_S": "2",
+        "HEADRACE_WORKER__HEARTBEAT_INTERVAL_S": "0.5",
+    }
+    worker = start_worker(env, tmp_path / "poison.log")
+    try:
+        deadline = asyncio.get_running_loop().time() + 90
+        while True:
+            async with sqs_client(settings) as client:
+                attrs = await client.get_queue_attributes(
+                    QueueUrl=queue.dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
+                )
+            if int(attrs["Attributes"]["ApproximateNumberOfMessages"]) == 1:
+                break
+            assert asyncio.get_running_loop().time() < deadline, (
+                "poison message never reached the DLQ"
+            )
+            await asyncio.sleep(0.5)
+    finally:
+        stop_process(worker)
+    log = (tmp_path / "poison.log").read_text()
+    assert "poison_message" in log
+    await _verify(settings, engine, data.path)
+    async with sqs_client(settings) as client:
+        got = await client.receive_message(QueueUrl=queue.dlq_url, WaitTimeSeconds=1)
+    assert got["Messages"][0]["Body"] == "this is not an envelope"
+    assert os.environ.get("HEADRACE_FAILPOINT") is None
