@@ -6,14 +6,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 ROWS ?= 1000000
+BENCH_ROWS ?= 1000000
+BENCH_SEED_ROWS ?= 50000
 
-.PHONY: help venv demo test lint format sysdeps docs clean
+.PHONY: help venv demo test lint format sysdeps docs clean bench
 
 help:
 	@echo "make demo    - install, generate $(ROWS) rows, run producer + worker on embedded defaults"
 	@echo "make test    - install what is missing (Debian mariadb-server too), lint, run the suite"
 	@echo "make lint    - ruff check, ruff format --check, mypy --strict"
-	@echo "make bench   - benchmark (not part of make test)"
+	@echo "make bench   - benchmark, $(BENCH_ROWS) rows (not part of make test); results in bench/results/"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +42,11 @@ format: $(STAMP)
 
 test: sysdeps $(STAMP) lint
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not soak and not bench" tests
+
+# One run on a throwaway MariaDB and a moto server process: LOAD DATA ceiling, sink only,
+# end to end, seed-style baseline, CPU/RSS, SQS cost; a table, bench/results/*.json and *.png.
+bench: sysdeps $(STAMP)
+	$(BIN)/python -m bench --rows $(BENCH_ROWS) --seed-rows $(BENCH_SEED_ROWS)
 
 clean:
 	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache

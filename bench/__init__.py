@@ -1,0 +1,1 @@
+"""The benchmark harness behind `make bench` (not part of `make test`)."""

@@ -3,18 +3,25 @@
 Clients come from an aiobotocore session with botocore's "standard" retry mode (retries
 throttling and 5xx with backoff and a retry quota), bounded timeouts and a connection pool
 sized for the concurrency in use. They are created per process, never at import.
+
+Every client counts its requests (always on, through aiobotocore's event hooks) in two
+Prometheus counters of the default registry: ``headrace_sqs_requests_total{operation}``
+(HTTP attempts, retries included) and ``headrace_sqs_billed_units_total{operation}`` (SQS
+bills each request in 64 KiB chunks of payload, at least one: the message bodies and message
+attributes sent by SendMessage/SendMessageBatch or returned by ReceiveMessage).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
+from prometheus_client import Counter
 
 from headrace.errors import ConfigError, QueueError
 from headrace.settings import Settings
@@ -22,7 +29,104 @@ from headrace.settings import Settings
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
-__all__ = ["QueueInfo", "queue_info", "resolve_queue_url", "sqs_client"]
+__all__ = [
+    "BILLING_CHUNK_BYTES",
+    "SQS_BILLED_UNITS",
+    "SQS_REQUESTS",
+    "QueueInfo",
+    "billed_units",
+    "queue_info",
+    "request_counts",
+    "resolve_queue_url",
+    "sqs_client",
+]
+
+BILLING_CHUNK_BYTES = 64 * 1024
+"""SQS bills every started 64 KiB of a request's payload as one request."""
+
+SQS_REQUESTS = Counter(
+    "headrace_sqs_requests_total",
+    "SQS API requests sent (HTTP attempts, retries included), by operation.",
+    ["operation"],
+)
+SQS_BILLED_UNITS = Counter(
+    "headrace_sqs_billed_units_total",
+    "SQS billed request units (one per started 64 KiB of payload, at least one per request).",
+    ["operation"],
+)
+_PAYLOAD_KEY = "headrace_payload_bytes"
+
+
+def billed_units(payload_bytes: int) -> int:
+    """Billed requests for one API call carrying ``payload_bytes`` (at least 1)."""
+    return max(1, -(-payload_bytes // BILLING_CHUNK_BYTES))
+
+
+def _text_bytes(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _message_bytes(body: object, attributes: object) -> int:
+    """Size of one message as SQS counts it: body plus each attribute's name, type and value."""
+    size = _text_bytes(body) if isinstance(body, str) else 0
+    if isinstance(attributes, Mapping):
+        for name, attr in attributes.items():
+            size += _text_bytes(str(name))
+            if isinstance(attr, Mapping):
+                size += _text_bytes(str(attr.get("DataType", "")))
+                value = attr.get("StringValue")
+                if isinstance(value, str):
+                    size += _text_bytes(value)
+                binary = attr.get("BinaryValue")
+                if isinstance(binary, bytes | bytearray):
+                    size += len(binary)
+    return size
+
+
+def _messages_bytes(messages: Iterable[Any]) -> int:
+    return sum(
+        _message_bytes(m.get("MessageBody", m.get("Body")), m.get("MessageAttributes"))
+        for m in messages
+        if isinstance(m, Mapping)
+    )
+
+
+def _note_payload(params: Mapping[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+    """before-parameter-build: remember the payload a send carries (for every attempt)."""
+    op = model.name
+    if op == "SendMessage":
+        context[_PAYLOAD_KEY] = _messages_bytes([params])
+    elif op == "SendMessageBatch":
+        context[_PAYLOAD_KEY] = _messages_bytes(params.get("Entries", ()))
+
+
+def _count_call(parsed: Mapping[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+    """after-call: one request per HTTP attempt; units from the payload sent or received."""
+    op = model.name
+    sent = int(context.get(_PAYLOAD_KEY, 0))
+    attempts = 1 + int(parsed.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0)
+    final = _messages_bytes(parsed.get("Messages", ())) if op == "ReceiveMessage" else sent
+    SQS_REQUESTS.labels(op).inc(attempts)
+    SQS_BILLED_UNITS.labels(op).inc(billed_units(final) + (attempts - 1) * billed_units(sent))
+
+
+def _count_error(event_name: str, context: dict[str, Any], **_: Any) -> None:
+    """after-call-error (no HTTP response, e.g. a connection error): count one attempt."""
+    op = event_name.rsplit(".", 1)[-1]
+    SQS_REQUESTS.labels(op).inc()
+    SQS_BILLED_UNITS.labels(op).inc(billed_units(int(context.get(_PAYLOAD_KEY, 0))))
+
+
+def request_counts() -> dict[str, dict[str, float]]:
+    """This process's counts so far: ``{operation: {"requests": n, "billed_units": u}}``."""
+    out: dict[str, dict[str, float]] = {}
+    for key, counter in (("requests", SQS_REQUESTS), ("billed_units", SQS_BILLED_UNITS)):
+        for metric in counter.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    op = sample.labels["operation"]
+                    out.setdefault(op, {"requests": 0.0, "billed_units": 0.0})[key] = sample.value
+    return out
 
 
 def _config(settings: Settings, *, pool: int | None = None) -> AioConfig:
@@ -42,6 +146,10 @@ async def sqs_client(settings: Settings, *, pool: int | None = None) -> AsyncIte
     async with session.create_client(
         "sqs", endpoint_url=settings.sqs_endpoint_url, config=_config(settings, pool=pool)
     ) as client:
+        events = client.meta.events
+        events.register("before-parameter-build.sqs", _note_payload)
+        events.register("after-call.sqs", _count_call)
+        events.register("after-call-error.sqs", _count_error)
         yield client
 
 

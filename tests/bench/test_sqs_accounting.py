@@ -1,0 +1,67 @@
+"""headrace.sqs counts every SQS request and its billed 64 KiB units, by operation."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import generate_latest
+from support.moto import QueuePair
+
+from headrace.settings import Settings
+from headrace.sqs import billed_units, request_counts, sqs_client
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.type_defs import MessageAttributeValueTypeDef, MessageTypeDef
+
+
+def test_billed_units_are_started_64_kib_chunks_at_least_one() -> None:
+    assert billed_units(0) == 1
+    assert billed_units(1) == 1
+    assert billed_units(65_536) == 1
+    assert billed_units(65_537) == 2
+    assert billed_units(1_048_576) == 16
+
+
+def _delta(before: dict[str, dict[str, float]], op: str) -> tuple[float, float]:
+    after = request_counts().get(op, {"requests": 0.0, "billed_units": 0.0})
+    prev = before.get(op, {"requests": 0.0, "billed_units": 0.0})
+    return after["requests"] - prev["requests"], after["billed_units"] - prev["billed_units"]
+
+
+async def test_requests_and_units_are_counted_per_operation(
+    queue: QueuePair, moto_endpoint: str
+) -> None:
+    settings = Settings(queue_url=queue.queue_url, sqs_endpoint_url=moto_endpoint)
+    body = "x" * 40_000
+    attrs: dict[str, MessageAttributeValueTypeDef] = {
+        "headrace-enc": {"DataType": "String", "StringValue": "json"}
+    }
+    before = request_counts()
+    async with sqs_client(settings) as client:
+        await client.send_message_batch(
+            QueueUrl=queue.queue_url,
+            Entries=[
+                {"Id": str(i), "MessageBody": body, "MessageAttributes": attrs} for i in range(3)
+            ],
+        )
+        received: list[MessageTypeDef] = []
+        while len(received) < 3:
+            resp = await client.receive_message(
+                QueueUrl=queue.queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+            )
+            received += resp.get("Messages", [])
+        await client.delete_message_batch(
+            QueueUrl=queue.queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(received)
+            ],
+        )
+    # 3 x (40,000 body + 12 + 6 + 4 attribute bytes) = 120,066 bytes: 2 units.
+    assert _delta(before, "SendMessageBatch") == (1, 2)
+    requests, units = _delta(before, "ReceiveMessage")
+    assert requests >= 1
+    assert units >= 2
+    assert _delta(before, "DeleteMessageBatch") == (1, 1)
+    exposed = generate_latest().decode()
+    assert 'headrace_sqs_requests_total{operation="SendMessageBatch"}' in exposed
+    assert 'headrace_sqs_billed_units_total{operation="SendMessageBatch"}' in exposed
