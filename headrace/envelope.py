@@ -116,12 +116,26 @@ class EncodedMessage:
 
 
 def _runs(lines: Sequence[int]) -> list[list[int]]:
+    """[first line, count] runs of consecutive lines (ascending input).
+
+    Divide and conquer on "last - first == length - 1", so the usual case (one-line rows, a
+    few gaps for rejects) costs a handful of comparisons instead of one step per row.
+    """
     runs: list[list[int]] = []
-    for line in lines:
-        if runs and runs[-1][0] + runs[-1][1] == line:
-            runs[-1][1] += 1
-        else:
-            runs.append([line, 1])
+    stack = [(0, len(lines))]
+    while stack:
+        lo, hi = stack.pop()
+        if hi <= lo:
+            continue
+        if lines[hi - 1] - lines[lo] == hi - 1 - lo:
+            if runs and runs[-1][0] + runs[-1][1] == lines[lo]:
+                runs[-1][1] += hi - lo
+            else:
+                runs.append([lines[lo], hi - lo])
+            continue
+        mid = (lo + hi) // 2
+        stack.append((mid, hi))
+        stack.append((lo, mid))
     return runs
 
 
@@ -289,8 +303,9 @@ class Packer:
             zstandard.ZstdCompressor(level=zstd_level) if compression == "zstd" else None
         )
         self._ratio = 1.0
-        self._data: list[list[str | None]] = [[] for _ in columns]
-        self._pieces: list[list[bytes]] = [[] for _ in columns]  # encoded slices, no brackets
+        # Pending rows are kept only encoded (each column's slices, brackets stripped): the
+        # values themselves can be freed as soon as a chunk is packed.
+        self._pieces: list[list[bytes]] = [[] for _ in columns]
         self._lines: list[int] = []
         self._rejects: list[Reject] = []
         self._size = 0
@@ -394,8 +409,7 @@ class Packer:
         cost: int,
         parts: list[bytes],
     ) -> None:
-        for mine, pieces, col, part in zip(self._data, self._pieces, columns, parts, strict=True):
-            mine.extend(col[i:j])
+        for pieces, part in zip(self._pieces, parts, strict=True):
             pieces.append(part[1:-1])
         self._lines.extend(lines[i:j])
         self._size += cost
@@ -418,28 +432,29 @@ class Packer:
             yield from self._flush()
 
     def _flush(self) -> Iterator[EncodedMessage]:
-        data, lines, rejects = self._data, self._lines, self._rejects
+        lines, rejects = self._lines, self._rejects
         encoded = b"[" + b",".join(b"[" + b",".join(p) + b"]" for p in self._pieces) + b"]"
-        self._data, self._lines, self._rejects, self._size = [[] for _ in data], [], [], 0
-        self._pieces = [[] for _ in data]
-        yield from self._encode(data, lines, rejects, encoded)
+        self._lines, self._rejects, self._size = [], [], 0
+        self._pieces = [[] for _ in range(self._width)]
+        yield from self._encode(encoded, lines, rejects)
 
     def _encode(
         self,
-        data: list[list[str | None]],
+        data: list[list[str | None]] | bytes,
         lines: list[int],
         rejects: list[Reject],
-        encoded: bytes | None = None,
     ) -> Iterator[EncodedMessage]:
         meta = _header({**self._meta, "seq": self._seq})
-        raw = _assemble(meta, data if encoded is None else encoded, lines, rejects)
+        raw = _assemble(meta, data, lines, rejects)
         msg = _finish(self._seq, raw, len(lines), len(rejects), self._compressor)
         if msg.size > self.budget and len(lines) + len(rejects) > 1:
+            # Rare: over budget after compression. Split the values (decoded again if needed).
+            values: list[list[str | None]] = orjson.loads(data) if isinstance(data, bytes) else data
             half_p, half_r = len(lines) // 2, len(rejects) // 2
             if half_p == half_r == 0:  # one row and one reject: split them apart
                 half_r = 1
-            yield from self._encode([c[:half_p] for c in data], lines[:half_p], rejects[:half_r])
-            yield from self._encode([c[half_p:] for c in data], lines[half_p:], rejects[half_r:])
+            yield from self._encode([c[:half_p] for c in values], lines[:half_p], rejects[:half_r])
+            yield from self._encode([c[half_p:] for c in values], lines[half_p:], rejects[half_r:])
             return
         if msg.size > self.budget:
             raise EnvelopeError(f"a single entry does not fit in {self.budget} bytes")

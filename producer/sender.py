@@ -43,7 +43,7 @@ class Sender:
         self._max_batch_bytes = max_batch_bytes
         self._on_sent = on_sent
         self._backoff = backoff or Backoff(base_s=0.2, cap_s=20.0, attempts=10)
-        self._queue: asyncio.Queue[EncodedMessage | None] = asyncio.Queue(maxsize=concurrency * 2)
+        self._queue: asyncio.Queue[EncodedMessage | None] = asyncio.Queue(maxsize=concurrency)
         self._tasks: list[asyncio.Task[None]] = []
         self._concurrency = concurrency
         self._failure: BaseException | None = None

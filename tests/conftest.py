@@ -9,7 +9,6 @@ moto server. Tests that kill, restart or reconfigure a server should start a pri
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -24,6 +23,7 @@ from support.moto import (
     create_queue_pair,
     start_moto,
 )
+from support.pipeline import cli_env_for
 
 from headrace.db import create_engine, migrate
 from headrace.settings import Settings
@@ -140,13 +140,4 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def cli_env(settings: Settings) -> dict[str, str]:
     """Environment for `python -m producer|worker|headrace` subprocesses of this test."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
-    env.update(
-        HEADRACE_DATABASE_URL=settings.database_url,
-        HEADRACE_QUEUE_URL=settings.queue_url or "",
-        HEADRACE_SQS_ENDPOINT_URL=settings.sqs_endpoint_url or "",
-        HEADRACE_WORKER__WAIT_TIME_S="1",
-        HEADRACE_WORKER__FLUSH_AGE_S="0.2",
-        HEADRACE_LOG_LEVEL="INFO",
-    )
-    return env
+    return cli_env_for(settings)

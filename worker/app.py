@@ -42,6 +42,8 @@ __all__ = ["Worker", "WorkerStats", "run_worker"]
 
 log = structlog.get_logger("worker")
 
+RECEIVE_GRACE_S = 2.0
+
 
 @dataclass
 class WorkerStats:
@@ -419,24 +421,26 @@ class Worker:
         aux: list[asyncio.Task[None]],
     ) -> None:
         deadline = time.monotonic() + self.settings.worker.shutdown_deadline_s
-        # 1. Stop receiving. A poller waiting for room or for the database is cancelled; one
-        #    inside a long poll is let finish (a cancelled receive would leave whatever it got
-        #    invisible for a whole visibility timeout) and releases what it got.
+        # 1. Stop receiving. A poller waiting for room or for the database is cancelled. One
+        #    inside a long poll gets a short grace: a long poll returns as soon as messages are
+        #    there, so one still waiting has most likely got nothing; one that returns in the
+        #    grace hands back what it got (a cancelled receive would leave its messages
+        #    invisible for a whole visibility timeout).
         for task in pollers:
             if task not in self._receiving:
                 task.cancel()
-        # 2. Flush what is buffered, while those receives finish.
+        await asyncio.wait(pollers, timeout=RECEIVE_GRACE_S)
+        for task in pollers:
+            task.cancel()
+        await asyncio.gather(*pollers, return_exceptions=True)
+        # 2. Flush what is buffered and let running transactions commit.
         for batch in self._buffer.drain():
             await self._batches.put(batch)
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic() - 2.0)):
-                await asyncio.gather(*pollers, return_exceptions=True)
                 await self._batches.join()
         except TimeoutError:
             log.warning("shutdown_deadline_reached", pending_batches=self._batches.qsize())
-        for task in pollers:
-            task.cancel()
-        await asyncio.gather(*pollers, return_exceptions=True)
         for task in sinks:
             task.cancel()
         await asyncio.gather(*sinks, return_exceptions=True)

@@ -30,7 +30,7 @@ from headrace.db import DISPOSE_ERRORS, ErrorKind, classify_error, is_mysql, mys
 from headrace.envelope import Envelope
 from headrace.errors import DatabaseUnavailable
 from headrace.retry import Backoff
-from headrace.schema import TableSchema
+from headrace.schema import TableSchema, row_text
 from headrace.tables import ingest_ledger, rejected_rows
 
 __all__ = ["BatchResult", "Sink"]
@@ -178,18 +178,8 @@ class Sink:
         raw_bytes = sum(e.raw_bytes for e in fresh) or 1
         per_statement = max(1, int(len(rows) * self._max_statement_bytes / raw_bytes))
         bad: list[tuple[int, str]] = []
-        if rows:
-            savepoint = await conn.begin_nested()
-            try:
-                for lo in range(0, len(rows), per_statement):
-                    await self._execute(conn, sql, rows[lo : lo + per_statement])
-                    result.statements += 1
-                await savepoint.commit()
-            except DBAPIError as exc:
-                if classify_error(exc) is not ErrorKind.ROW:
-                    raise
-                await savepoint.rollback()
-                bad = await self._isolate(conn, sql, rows, per_statement, result)
+        if rows and await self._try_insert(conn, sql, rows, 0, len(rows), per_statement, result):
+            bad = await self._isolate(conn, sql, rows, per_statement, result)
         rejects: list[dict[str, Any]] = []
         for env in fresh:
             for r in env.rejects:
@@ -199,8 +189,6 @@ class Sink:
         for index, reason in bad:
             env = fresh[owner[index]]
             bad_per_message[owner[index]] += 1
-            from headrace.schema import row_text
-
             rejects.append(
                 self._reject_row(env, lines[index], row_text(rows[index]), reason, "worker")
             )
@@ -257,6 +245,30 @@ class Sink:
                 await conn.invalidate()
             raise wrapped from exc
 
+    async def _try_insert(
+        self,
+        conn: AsyncConnection,
+        sql: str,
+        rows: list[Sequence[str | None]],
+        lo: int,
+        hi: int,
+        per_statement: int,
+        result: BatchResult,
+    ) -> DBAPIError | None:
+        """Insert rows[lo:hi] under a savepoint; on a row-value error roll back and return it."""
+        savepoint = await conn.begin_nested()
+        try:
+            for start in range(lo, hi, per_statement):
+                await self._execute(conn, sql, rows[start : min(start + per_statement, hi)])
+                result.statements += 1
+            await savepoint.commit()
+        except DBAPIError as exc:
+            if classify_error(exc) is not ErrorKind.ROW:
+                raise
+            await savepoint.rollback()
+            return exc
+        return None
+
     async def _isolate(
         self,
         conn: AsyncConnection,
@@ -273,19 +285,13 @@ class Sink:
         stack.reverse()
         while stack:
             lo, hi = stack.pop()
-            savepoint = await conn.begin_nested()
-            try:
-                await self._execute(conn, sql, rows[lo:hi])
-                result.statements += 1
-                await savepoint.commit()
-            except DBAPIError as exc:
-                if classify_error(exc) is not ErrorKind.ROW:
-                    raise
-                await savepoint.rollback()
-                if hi - lo == 1:
-                    bad.append((lo, f"database refused the row: {exc.orig}"))
-                else:
-                    mid = (lo + hi) // 2
-                    stack.append((mid, hi))
-                    stack.append((lo, mid))
+            error = await self._try_insert(conn, sql, rows, lo, hi, per_statement, result)
+            if error is None:
+                continue
+            if hi - lo == 1:
+                bad.append((lo, f"database refused the row: {error.orig}"))
+            else:
+                mid = (lo + hi) // 2
+                stack.append((mid, hi))
+                stack.append((lo, mid))
         return bad

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.pipeline import (
+    assert_invariant,
     count,
     produce_cli,
     rejected,
@@ -24,15 +25,9 @@ from headrace.datagen import generate_csv
 from headrace.settings import Settings
 from headrace.sqs import sqs_client
 from headrace.tables import ingest_ledger, ingest_runs
-from headrace.verify import verify_source
 from worker.app import Worker
 
 pytestmark = pytest.mark.slow
-
-
-async def _verify(settings: Settings, engine: AsyncEngine, path: Path) -> None:
-    report = await verify_source(settings, engine, str(path), "observations")
-    assert report.ok, report.line() + f" {report}"
 
 
 async def test_100k_rows_through_the_cli(
@@ -54,7 +49,7 @@ async def test_100k_rows_through_the_cli(
     finally:
         assert stop_process(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
     assert await count(engine) == 100_000 - data.bad_rows
-    await _verify(settings, engine, data.path)
+    await assert_invariant(settings, engine, data.path)
 
     # Re-running the producer on the finished file sends nothing.
     again = produce_cli(cli_env, data.path)
@@ -73,7 +68,7 @@ async def test_100k_rows_through_the_cli(
     log = (tmp_path / "worker2.log").read_text()
     assert '"applied": 0' in log or '"applied":0' in log
     assert await count(engine) == 100_000 - data.bad_rows
-    await _verify(settings, engine, data.path)
+    await assert_invariant(settings, engine, data.path)
 
 
 async def test_same_message_delivered_twice_is_applied_once(
@@ -105,7 +100,7 @@ async def test_same_message_delivered_twice_is_applied_once(
     assert stats.messages_applied == report["total_messages"]
     assert stats.messages_duplicate == report["total_messages"]
     assert await count(engine, ingest_ledger) == report["total_messages"]
-    await _verify(settings, engine, data.path)
+    await assert_invariant(settings, engine, data.path)
 
 
 async def test_bad_rows_go_to_rejected_rows_and_the_rest_is_inserted(
@@ -141,7 +136,7 @@ async def test_bad_rows_go_to_rejected_rows_and_the_rest_is_inserted(
     assert "expected 8 fields, found 4" in got[2][2]
     assert "observed_at" in got[3][2]
     assert await count(engine) == 36
-    await _verify(settings, engine, path)
+    await assert_invariant(settings, engine, path)
 
 
 async def test_heartbeat_keeps_a_slow_batch_from_being_redelivered(
@@ -167,7 +162,7 @@ async def test_heartbeat_keeps_a_slow_batch_from_being_redelivered(
     assert time.monotonic() - started >= 5  # the slow commit really happened
     assert stats.messages_received == report["total_messages"]  # nothing was received twice
     assert stats.messages_duplicate == 0
-    await _verify(settings, engine, data.path)
+    await assert_invariant(settings, engine, data.path)
 
 
 async def test_sigterm_mid_run_loses_no_rows(
@@ -205,4 +200,4 @@ async def test_sigterm_mid_run_loses_no_rows(
     assert 0 < applied < report["total_messages"]  # stopped mid-run
     worker = start_worker(cli_env, tmp_path / "worker2.log", "--idle-exit", "3")
     assert worker.wait(timeout=120) == 0
-    await _verify(settings, engine, data.path)
+    await assert_invariant(settings, engine, data.path)

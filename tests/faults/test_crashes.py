@@ -12,22 +12,16 @@ import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.moto import QueuePair
-from support.pipeline import count, produce_cli, start_worker, stop_process
+from support.pipeline import assert_invariant, count, produce_cli, start_worker, stop_process
 
 from headrace.datagen import generate_csv
 from headrace.settings import Settings
 from headrace.sqs import sqs_client
 from headrace.tables import ingest_ledger
-from headrace.verify import verify_source
 
 pytestmark = pytest.mark.slow
 
 SMALL_MESSAGES = {"HEADRACE_PRODUCER__MAX_MESSAGE_BYTES": "16384"}
-
-
-async def _verify(settings: Settings, engine: AsyncEngine, path: Path) -> None:
-    report = await verify_source(settings, engine, str(path), "observations")
-    assert report.ok, report.line()
 
 
 def _drain(env: dict[str, str], log: Path) -> None:
@@ -72,7 +66,7 @@ async def test_worker_sigkill_at_commit_loses_and_doubles_nothing(
     # After the commit, the killed batch's redelivery finds its keys in the ledger; before
     # it, nothing was applied, so nothing is a duplicate.
     assert (duplicates > 0) == (point == "worker.after_commit")
-    await _verify(settings, engine, data.path)
+    await assert_invariant(settings, engine, data.path)
 
 
 async def test_producer_crash_mid_file_then_rerun(
@@ -100,7 +94,7 @@ async def test_producer_crash_mid_file_then_rerun(
     assert rerun["messages_skipped"] > 0  # resumed from the checkpoint, not from scratch
     _drain(cli_env, tmp_path / "w.log")
     assert await count(engine, ingest_ledger) == rerun["total_messages"]
-    await _verify(settings, engine, data.path)
+    await assert_invariant(settings, engine, data.path)
 
 
 async def test_poison_message_goes_to_the_dlq_and_others_are_applied(
@@ -138,7 +132,7 @@ async def test_poison_message_goes_to_the_dlq_and_others_are_applied(
         stop_process(worker)
     log = (tmp_path / "poison.log").read_text()
     assert "poison_message" in log
-    await _verify(settings, engine, data.path)
+    await assert_invariant(settings, engine, data.path)
     async with sqs_client(settings) as client:
         got = await client.receive_message(QueueUrl=queue.dlq_url, WaitTimeSeconds=1)
     assert got["Messages"][0]["Body"] == "this is not an envelope"

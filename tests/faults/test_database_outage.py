@@ -10,15 +10,16 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.mariadb import MariaDBServer
 from support.moto import QueuePair
-from support.pipeline import count, produce_cli
+from support.pipeline import assert_invariant, cli_env_for, count, produce_cli
 
 from headrace.datagen import generate_csv
 from headrace.db import create_engine, migrate
 from headrace.settings import Settings
-from headrace.verify import verify_source
 from worker.app import Worker
 
 pytestmark = pytest.mark.slow
+
+SMALL_MESSAGES = {"HEADRACE_PRODUCER__MAX_MESSAGE_BYTES": "32768"}
 
 
 @pytest.fixture
@@ -56,26 +57,12 @@ async def _settings_for(server: MariaDBServer, queue: QueuePair, moto_endpoint: 
     return settings
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
-    env.update(
-        HEADRACE_DATABASE_URL=settings.database_url,
-        HEADRACE_QUEUE_URL=settings.queue_url or "",
-        HEADRACE_SQS_ENDPOINT_URL=settings.sqs_endpoint_url or "",
-        HEADRACE_PRODUCER__MAX_MESSAGE_BYTES="32768",
-    )
-    return env
-
-
 async def _verify(settings: Settings, path: Path) -> None:
     engine = create_engine(settings)
     try:
-        report = await verify_source(settings, engine, str(path), "observations")
+        await assert_invariant(settings, engine, path)
     finally:
         await engine.dispose()
-    assert report.ok, report.line()
 
 
 async def test_db_down_at_start_then_back(
@@ -83,7 +70,7 @@ async def test_db_down_at_start_then_back(
 ) -> None:
     settings = await _settings_for(own_db, queue, moto_endpoint)
     data = generate_csv(tmp_path / "a.csv", 8_000, seed=21)
-    produce_cli(_env(settings), data.path, timeout_s=120)
+    produce_cli(cli_env_for(settings, **SMALL_MESSAGES), data.path, timeout_s=120)
     own_db.stop()
     worker = Worker(settings)
     run = asyncio.create_task(worker.run())
@@ -107,7 +94,7 @@ async def test_db_goes_down_mid_run_then_back(
 ) -> None:
     settings = await _settings_for(own_db, queue, moto_endpoint)
     data = generate_csv(tmp_path / "b.csv", 20_000, seed=22)
-    produce_cli(_env(settings), data.path, timeout_s=120)
+    produce_cli(cli_env_for(settings, **SMALL_MESSAGES), data.path, timeout_s=120)
     small = {"flush_rows": 1000, "max_inflight_messages": 10, "sinks": 1}
     worker = Worker(
         settings.model_copy(update={"worker": settings.worker.model_copy(update=small)})

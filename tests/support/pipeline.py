@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -13,9 +14,41 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from headrace.settings import Settings
 from headrace.tables import ingest_ledger, observations, rejected_rows
+from headrace.verify import verify_source
 
-__all__ = ["count", "produce_cli", "start_worker", "stop_process", "wait_for_ledger"]
+__all__ = [
+    "assert_invariant",
+    "cli_env_for",
+    "count",
+    "produce_cli",
+    "rejected",
+    "start_worker",
+    "stop_process",
+    "wait_for_ledger",
+]
+
+
+def cli_env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment for `python -m producer|worker` subprocesses pointed at ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
+    env.update(
+        HEADRACE_DATABASE_URL=settings.database_url,
+        HEADRACE_QUEUE_URL=settings.queue_url or "",
+        HEADRACE_SQS_ENDPOINT_URL=settings.sqs_endpoint_url or "",
+        HEADRACE_WORKER__WAIT_TIME_S="1",
+        HEADRACE_WORKER__FLUSH_AGE_S="0.2",
+        HEADRACE_LOG_LEVEL="INFO",
+    )
+    env.update(extra)
+    return env
+
+
+async def assert_invariant(settings: Settings, engine: AsyncEngine, source: Path) -> None:
+    """Every source row is in the target once or in rejected_rows (count + checksum)."""
+    report = await verify_source(settings, engine, str(source), "observations")
+    assert report.ok, f"{report.line()} {report}"
 
 
 def produce_cli(
