@@ -82,7 +82,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
             update={"worker": settings.worker.model_copy(update={"idle_exit_s": args.idle_exit})}
         )
     stats = run(run_worker(settings, queue_url=args.queue_url))
-    return 0 if stats.batch_failures == 0 else 3
+    return 0 if stats.batch_failures == 0 and stats.task_failures == 0 else 3
 
 
 def _migrate(settings: Settings) -> int:

@@ -58,6 +58,7 @@ class WorkerStats:
     batches: int = 0
     batch_failures: int = 0
     circuit_opened: int = 0
+    task_failures: int = 0
     deletes: int = 0
     last_receive_at: float = 0.0
 
@@ -141,13 +142,26 @@ class Worker:
                     aux.append(
                         asyncio.create_task(self._idle_watch(w.idle_exit_s), name="idle-watch")
                     )
-                await self._stopping.wait()
+                await self._supervise([*pollers, *sinks, *aux])
                 await self._shutdown(pollers, sinks, aux)
         finally:
             if self._own_engine:
                 await engine.dispose()
         log.info("worker_stopped", **self.stats.__dict__)
         return self.stats
+
+    async def _supervise(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Wait for a stop request; a loop that dies of an error also stops the worker."""
+        stop_requested = asyncio.create_task(self._stopping.wait(), name="stop-requested")
+        pending: set[asyncio.Task[Any]] = {stop_requested, *tasks}
+        while not self.stopping:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stop_requested and not task.cancelled() and task.exception():
+                    self.stats.task_failures += 1
+                    log.error("task_failed", task=task.get_name(), error=repr(task.exception()))
+                    self.stop()
+        stop_requested.cancel()
 
     # --- receiving ---------------------------------------------------------------------------
 

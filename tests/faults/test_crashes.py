@@ -137,3 +137,27 @@ async def test_poison_message_goes_to_the_dlq_and_others_are_applied(
         got = await client.receive_message(QueueUrl=queue.dlq_url, WaitTimeSeconds=1)
     assert got["Messages"][0]["Body"] == "this is not an envelope"
     assert os.environ.get("HEADRACE_FAILPOINT") is None
+
+
+async def test_a_dying_loop_stops_the_worker_and_loses_nothing(
+    tmp_path: Path, settings: Settings, engine: AsyncEngine, cli_env: dict[str, str]
+) -> None:
+    """An unexpected error in the heartbeat must not leave a worker running without one."""
+    from headrace import failpoints
+    from worker.app import Worker
+
+    data = generate_csv(tmp_path / "hb.csv", 3_000, seed=34)
+    produce_cli(cli_env, data.path, timeout_s=120)
+    w = settings.worker.model_copy(
+        update={"visibility_timeout_s": 2, "heartbeat_interval_s": 0.5, "wait_time_s": 1}
+    )
+    failpoints.reset("worker.heartbeat:raise=boom,worker.before_commit:sleep=3")
+    try:
+        stats = await asyncio.wait_for(
+            Worker(settings.model_copy(update={"worker": w})).run(), timeout=60
+        )
+    finally:
+        failpoints.reset("")
+    assert stats.task_failures == 1
+    _drain(cli_env, tmp_path / "drain.log")  # whatever it held went back to the queue
+    await assert_invariant(settings, engine, data.path)
