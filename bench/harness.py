@@ -51,7 +51,13 @@ if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 
 from support.mariadb import MariaDBServer  # noqa: E402
-from support.moto import FAKE_ACCESS_KEY, FAKE_SECRET_KEY, REGION, create_queue_pair  # noqa: E402
+from support.moto import (  # noqa: E402
+    AWS_VARS_TO_UNSET,
+    FAKE_ACCESS_KEY,
+    FAKE_SECRET_KEY,
+    REGION,
+    create_queue_pair,
+)
 
 from headrace.datagen import generate_csv  # noqa: E402
 from headrace.db import STRICT_SQL_MODE, create_engine, migrate  # noqa: E402
@@ -69,20 +75,6 @@ BAD_RATIO = 0.001
 # The seed-style sender stays this many messages ahead of its consumer (see bench/seed.py).
 SEED_WINDOW = 200
 DEFAULT_RESULTS = ROOT / "bench" / "results"
-# Variables that could point boto at real accounts or other endpoints (as tests/conftest.py).
-_AWS_VARS_TO_DROP = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_ROLE_ARN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_SQS",
-    "AWS_ENDPOINT_URL_S3",
-)
 # A production-like buffer pool (the tests' 256 MiB would make the ceiling disk-bound too).
 MARIADB_ARGS = (
     "--innodb-buffer-pool-size=1G",
@@ -222,7 +214,7 @@ def _diff_counts(
 
 
 def _child_env(base: dict[str, str], settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if k not in _AWS_VARS_TO_DROP}
+    env = {k: v for k, v in base.items() if k not in AWS_VARS_TO_UNSET}
     env.update(
         AWS_ACCESS_KEY_ID=FAKE_ACCESS_KEY,
         AWS_SECRET_ACCESS_KEY=FAKE_SECRET_KEY,

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.mariadb import MariaDBServer
 from support.moto import (
+    AWS_VARS_TO_UNSET,
     FAKE_ACCESS_KEY,
     FAKE_SECRET_KEY,
     REGION,
@@ -27,22 +28,6 @@ from support.pipeline import cli_env_for
 
 from headrace.db import create_engine, migrate
 from headrace.settings import Settings
-
-# Variables that could point boto at real accounts, other endpoints or slow metadata
-# lookups if they leak in from the developer's shell or CI.
-_AWS_VARS_TO_UNSET = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_ROLE_ARN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_SQS",
-    "AWS_ENDPOINT_URL_S3",
-)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -57,7 +42,7 @@ def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         mp.setenv("AWS_CONFIG_FILE", str(missing / "config"))
         mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(missing / "credentials"))
         mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        for name in _AWS_VARS_TO_UNSET:
+        for name in AWS_VARS_TO_UNSET:
             mp.delenv(name, raising=False)
         yield
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs.literals import QueueAttributeNameType
 
 __all__ = [
+    "AWS_VARS_TO_UNSET",
     "FAKE_ACCESS_KEY",
     "FAKE_SECRET_KEY",
     "REGION",
@@ -40,6 +41,21 @@ __all__ = [
     "start_moto",
 ]
 
+# Variables that could point boto at real accounts, other endpoints or slow metadata
+# lookups if they leak in from a developer's shell or CI: tests and the benchmark drop them.
+AWS_VARS_TO_UNSET = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_SQS",
+    "AWS_ENDPOINT_URL_S3",
+)
 REGION = "us-east-1"
 FAKE_ACCESS_KEY = "testing"
 FAKE_SECRET_KEY = "testing"  # moto accepts any credentials
