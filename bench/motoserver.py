@@ -59,12 +59,18 @@ def _message_bytes(message: dict[str, Any], body_key: str) -> int:
     return size
 
 
-def _send_payload(op: str, body: bytes) -> int:
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """The request or response body as a JSON object, or None (the count is then 0)."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return 0
-    if not isinstance(doc, dict):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _send_payload(op: str, body: bytes) -> int:
+    doc = _json_object(body)
+    if doc is None:
         return 0
     if op == "SendMessage":
         return _message_bytes(doc, "MessageBody")
@@ -73,11 +79,8 @@ def _send_payload(op: str, body: bytes) -> int:
 
 
 def _receive_payload(body: bytes) -> int:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return 0
-    if not isinstance(doc, dict):
+    doc = _json_object(body)
+    if doc is None:
         return 0
     messages = doc.get("Messages") or []
     return sum(_message_bytes(m, "Body") for m in messages if isinstance(m, dict))
