@@ -315,10 +315,7 @@ class Packer:
         # Worst case (incompressible, base64): a row this size still fits on its own.
         self._row_limit = (self._room - 2 * self._width - 16) * 3 // 4 - 64
         # When the table's types bound a row below the limit, no row can be too large.
-        self._rows_always_fit = (
-            max_row_chars is not None
-            and max_row_chars * 6 + 8 * self._width + 16 <= self._row_limit
-        )
+        self._rows_always_fit = max_row_chars is not None and self._fits_alone(max_row_chars)
 
     @property
     def next_seq(self) -> int:
@@ -373,14 +370,17 @@ class Packer:
                 self._take(columns, lines, i, j, cost, parts)
                 i = j
 
+    def _fits_alone(self, row_chars: int) -> bool:
+        """Whether any row of at most ``row_chars`` characters fits a message on its own."""
+        return row_chars * 6 + 8 * self._width + 16 <= self._row_limit  # JSON: ≤ 6 bytes a char
+
     def _without_oversized(
         self, columns: Sequence[Sequence[str | None]], lines: Sequence[int]
     ) -> Generator[EncodedMessage, None, tuple[Sequence[Sequence[str | None]], Sequence[int]]]:
         """Turn rows too large for any message into rejects (they would never fit)."""
         if self._rows_always_fit:
             return columns, lines
-        longest = sum(max(map(len, filter(None, col)), default=0) for col in columns)
-        if longest * 6 + 8 * self._width + 16 <= self._row_limit:  # JSON: ≤ 6 bytes a char
+        if self._fits_alone(sum(max(map(len, filter(None, col)), default=0) for col in columns)):
             return columns, lines
         oversized: list[int] = []
         for k, line in enumerate(lines):

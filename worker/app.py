@@ -289,7 +289,6 @@ class Worker:
 
     async def _poison(self, raw: MessageTypeDef, receive_count: int, exc: Exception) -> None:
         """Leave a bad message to SQS's redrive: never delete it, back off its visibility."""
-        assert self._client is not None
         self.stats.messages_poison += 1
         delay = min(self.settings.worker.visibility_timeout_s, 2 ** min(receive_count, 10))
         log.error(
@@ -299,10 +298,7 @@ class Worker:
             error=str(exc)[:500],
             retry_in_s=delay,
         )
-        with contextlib.suppress(ClientError, BotoCoreError):
-            await self._client.change_message_visibility(
-                QueueUrl=self._url, ReceiptHandle=raw["ReceiptHandle"], VisibilityTimeout=delay
-            )
+        await self._release_raw(raw, delay_s=delay)
 
     # --- flushing ----------------------------------------------------------------------------
 
