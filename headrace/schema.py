@@ -21,7 +21,7 @@ import decimal
 import hashlib
 import io
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -252,15 +252,20 @@ class TableSchema:
         rejects.sort(key=lambda r: r.line)
         return ValidatedChunk(columns, list(lines), rejects)
 
-    def row_checksum(self, names: Sequence[str], rows: Iterable[Sequence[Any]]) -> tuple[int, int]:
-        """Order-independent (count, checksum) of rows, in canonical form per column type."""
+    def row_digests(self, names: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[int]:
+        """A 64-bit BLAKE2b digest of each row's canonical text (per column type)."""
         canons = [self.columns[n].canon for n in names]
-        count = 0
-        total = 0
         for row in rows:
             text = "\x1f".join(c(v) for c, v in zip(canons, row, strict=True))
             digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-            total = (total + int.from_bytes(digest, "big")) & 0xFFFFFFFFFFFFFFFF
+            yield int.from_bytes(digest, "big")
+
+    def row_checksum(self, names: Sequence[str], rows: Iterable[Sequence[Any]]) -> tuple[int, int]:
+        """Order-independent (count, checksum) of rows: the count and sum of their digests."""
+        count = 0
+        total = 0
+        for digest in self.row_digests(names, rows):
+            total = (total + digest) & 0xFFFFFFFFFFFFFFFF
             count += 1
         return count, total
 

@@ -10,21 +10,38 @@ This reads the source the way the producer does (same parser, same typing), and 
   for this source (no line missing, none twice).
 
 The target table is assumed to hold this source's rows only (demo, tests, benchmark).
+
+When the count or checksum differ, a second pass finds the rows by key: source rows missing
+from the target (with their line), rows in the target more often than in the source
+(duplicated) and rows the source does not have at all (unexpected).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from headrace.schema import reflect_table
+from headrace.schema import ColumnSpec, TableSchema, reflect_table
 from headrace.settings import Settings
 from headrace.tables import rejected_rows
 
-__all__ = ["VerifyReport", "verify_source"]
+__all__ = ["RowRef", "VerifyReport", "verify_source"]
+
+MAX_LISTED = 100
+
+
+@dataclass
+class RowRef:
+    """A row found by the key-level diff: its key values, source line and copies in the target."""
+
+    key: dict[str, str]
+    line: int | None = None
+    copies: int = 0
 
 
 @dataclass
@@ -39,6 +56,9 @@ class VerifyReport:
     missing_reject_lines: list[int] = field(default_factory=list)
     unexpected_reject_lines: list[int] = field(default_factory=list)
     duplicate_reject_lines: list[int] = field(default_factory=list)
+    missing_rows: list[RowRef] = field(default_factory=list)
+    duplicated_rows: list[RowRef] = field(default_factory=list)
+    unexpected_rows: list[RowRef] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -48,6 +68,9 @@ class VerifyReport:
             and not self.missing_reject_lines
             and not self.unexpected_reject_lines
             and not self.duplicate_reject_lines
+            and not self.missing_rows
+            and not self.duplicated_rows
+            and not self.unexpected_rows
             and self.target_rows + self.rejected_rows == self.source_rows
         )
 
@@ -64,19 +87,15 @@ class VerifyReport:
 async def verify_source(
     settings: Settings, engine: AsyncEngine, location: str, table: str
 ) -> VerifyReport:
-    from producer.reader import CsvReader
-    from producer.source import open_source
-
-    source = open_source(location)
-    p = settings.producer
     report = VerifyReport()
     async with engine.connect() as conn:
         schema = await reflect_table(conn, table)
+        source_uri = _source_uri(location)
         refused = Counter[int]()
         reject_stage: dict[int, str] = {}
         result = await conn.execute(
             sa.select(rejected_rows.c.line, rejected_rows.c.stage).where(
-                rejected_rows.c.source == source.uri
+                rejected_rows.c.source == source_uri
             )
         )
         for line, stage in result:
@@ -84,50 +103,129 @@ async def verify_source(
             reject_stage[int(line)] = str(stage)
     worker_refused = {line for line, stage in reject_stage.items() if stage == "worker"}
 
-    stream = source.open(max_ratio=p.max_gzip_ratio, max_bytes=p.max_decompressed_bytes)
-    reader = CsvReader(
-        stream, source=source.uri, chunk_rows=p.chunk_rows, max_field_bytes=p.max_field_bytes
-    )
-    producer_rejects: set[int] = set()
+    pass_ = _SourcePass(settings, location, schema, worker_refused)
     count = 0
     total = 0
-    try:
-        specs = schema.resolve_header(reader.header, source=source.uri)
-        names = [s.name for s in specs]
-        for chunk in reader.chunks():
-            valid = schema.validate(specs, chunk.rows, chunk.lines)
-            producer_rejects.update(r.line for r in chunk.rejects)
-            producer_rejects.update(r.line for r in valid.rejects)
-            kept = [
-                row
-                for row, line in zip(valid.rows, valid.lines, strict=True)
-                if line not in worker_refused
-            ]
-            n, s = schema.row_checksum(names, kept)
-            count += n
-            total = (total + s) & 0xFFFFFFFFFFFFFFFF
-    finally:
-        reader.close()
-    report.source_rows = reader.rows_read
+    for _lines, rows in pass_.kept():
+        n, s = schema.row_checksum(pass_.names, rows)
+        count += n
+        total = (total + s) & 0xFFFFFFFFFFFFFFFF
+    report.source_rows = pass_.rows_read
     report.expected_rows = count
     report.expected_checksum = total
-    expected_lines = producer_rejects | worker_refused
+    expected_lines = pass_.producer_rejects | worker_refused
     report.expected_rejects = len(expected_lines)
     report.rejected_rows = sum(refused.values())
-    report.missing_reject_lines = sorted(producer_rejects - set(refused))[:100]
-    report.unexpected_reject_lines = sorted(set(refused) - expected_lines)[:100]
-    report.duplicate_reject_lines = sorted(line for line, n in refused.items() if n > 1)[:100]
+    report.missing_reject_lines = sorted(pass_.producer_rejects - set(refused))[:MAX_LISTED]
+    report.unexpected_reject_lines = sorted(set(refused) - expected_lines)[:MAX_LISTED]
+    report.duplicate_reject_lines = sorted(line for line, n in refused.items() if n > 1)[
+        :MAX_LISTED
+    ]
 
+    tcount = 0
+    ttotal = 0
+    async for part in _target_rows(engine, schema, pass_.names):
+        n, s = schema.row_checksum(pass_.names, part)
+        tcount += n
+        ttotal = (ttotal + s) & 0xFFFFFFFFFFFFFFFF
+    report.target_rows = tcount
+    report.target_checksum = ttotal
+    if (tcount, ttotal) != (count, total):
+        await _diff_rows(engine, schema, pass_, report)
+    return report
+
+
+def _source_uri(location: str) -> str:
+    from producer.source import open_source
+
+    return open_source(location).uri
+
+
+class _SourcePass:
+    """Reads the source as the producer does; yields the rows the target should hold."""
+
+    def __init__(
+        self, settings: Settings, location: str, schema: TableSchema, worker_refused: set[int]
+    ) -> None:
+        self._settings = settings
+        self._location = location
+        self._schema = schema
+        self._worker_refused = worker_refused
+        self.specs: list[ColumnSpec] = []
+        self.names: list[str] = []
+        self.producer_rejects: set[int] = set()
+        self.rows_read = 0
+
+    def kept(self) -> Iterator[tuple[list[int], list[Sequence[Any]]]]:
+        from producer.reader import CsvReader
+        from producer.source import open_source
+
+        p = self._settings.producer
+        source = open_source(self._location)
+        stream = source.open(max_ratio=p.max_gzip_ratio, max_bytes=p.max_decompressed_bytes)
+        reader = CsvReader(
+            stream, source=source.uri, chunk_rows=p.chunk_rows, max_field_bytes=p.max_field_bytes
+        )
+        try:
+            self.specs = self._schema.resolve_header(reader.header, source=source.uri)
+            self.names = [s.name for s in self.specs]
+            for chunk in reader.chunks():
+                valid = self._schema.validate(self.specs, chunk.rows, chunk.lines)
+                self.producer_rejects.update(r.line for r in chunk.rejects)
+                self.producer_rejects.update(r.line for r in valid.rejects)
+                kept = [
+                    (line, row)
+                    for row, line in zip(valid.rows, valid.lines, strict=True)
+                    if line not in self._worker_refused
+                ]
+                yield [line for line, _ in kept], [row for _, row in kept]
+        finally:
+            reader.close()
+        self.rows_read = reader.rows_read
+
+
+async def _target_rows(
+    engine: AsyncEngine, schema: TableSchema, names: Sequence[str]
+) -> AsyncIterator[Sequence[Sequence[Any]]]:
     cols = [schema.table.c[n] for n in names]
     sql = sa.text(str(sa.select(*cols).compile(dialect=engine.dialect)))
     async with engine.connect() as conn:
         rows = await conn.stream(sql)
-        tcount = 0
-        ttotal = 0
         async for part in rows.partitions(10_000):
-            n, s = schema.row_checksum(names, part)
-            tcount += n
-            ttotal = (ttotal + s) & 0xFFFFFFFFFFFFFFFF
-    report.target_rows = tcount
-    report.target_checksum = ttotal
-    return report
+            yield part
+
+
+def _key_of(schema: TableSchema, names: Sequence[str], row: Sequence[Any]) -> dict[str, str]:
+    """The row's unique-key values (all its values if the table has no unique key)."""
+    key = next((k for k in schema.unique_keys if set(k) <= set(names)), tuple(names))
+    return {n: str(row[names.index(n)]) for n in key}
+
+
+async def _diff_rows(
+    engine: AsyncEngine, schema: TableSchema, pass_: _SourcePass, report: VerifyReport
+) -> None:
+    """Find the rows behind a count/checksum mismatch: missing, duplicated, unexpected."""
+    names = pass_.names
+    in_target = Counter[int]()
+    async for part in _target_rows(engine, schema, names):
+        in_target.update(schema.row_digests(names, part))
+    in_source = Counter[int]()
+    for lines, rows in pass_.kept():
+        for line, row, digest in zip(lines, rows, schema.row_digests(names, rows), strict=True):
+            in_source[digest] += 1
+            if in_target[digest] > 0:
+                in_target[digest] -= 1
+            elif len(report.missing_rows) < MAX_LISTED:
+                report.missing_rows.append(RowRef(_key_of(schema, names, row), line=line))
+    extra = +in_target  # target rows left over once every source row took its match
+    if not extra:
+        return
+    async for part in _target_rows(engine, schema, names):
+        for row, digest in zip(part, schema.row_digests(names, part), strict=True):
+            copies = extra.pop(digest, 0)
+            if not copies:
+                continue
+            ref = RowRef(_key_of(schema, names, row), copies=copies + in_source[digest])
+            listed = report.duplicated_rows if in_source[digest] else report.unexpected_rows
+            if len(listed) < MAX_LISTED:
+                listed.append(ref)
