@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("produce", help="stream a CSV (.csv or .csv.gz) into the queue")
-    p.add_argument("source", help="path of the CSV file")
+    p.add_argument("source", help="path of the CSV file, or s3://bucket/key")
     p.add_argument("--table", required=True, help="target table (must exist; columns are checked)")
     p.add_argument("--queue-url", help="overrides HEADRACE_QUEUE_URL")
 
@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser(
         "verify", help="compare a source file with the target table and rejected_rows"
     )
-    v.add_argument("source")
+    v.add_argument("source", help="path of the CSV file, or s3://bucket/key")
     v.add_argument("--table", required=True)
     return parser
 
@@ -138,10 +138,10 @@ def _verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 _PRELOAD = {
-    "produce": ("producer.app",),
+    "produce": ("producer.app", "producer.s3"),
     "worker": ("worker.app",),
     "demo": ("headrace.demo", "producer.app", "worker.app", "moto.server"),
-    "verify": ("headrace.verify", "producer.reader"),
+    "verify": ("headrace.verify", "producer.reader", "producer.s3"),
 }
 
 

@@ -32,6 +32,12 @@ class DatabaseSettings(BaseModel):
     statement_timeout_s: float = Field(
         120.0, gt=0, description="Upper bound on one DB round trip (bulk insert, commit)."
     )
+    lock_wait_timeout_s: int = Field(
+        20,
+        ge=1,
+        le=3600,
+        description="innodb_lock_wait_timeout per session (1205 is retried); below the above.",
+    )
     stmt_cache_size: int = Field(
         32, ge=0, description="asyncmy prepared-statement cache; >0 enables MariaDB bulk execute."
     )
@@ -98,6 +104,17 @@ class WorkerSettings(BaseModel):
     idle_exit_s: float | None = Field(
         None, gt=0, description="Exit after this long idle with the queue empty (demo, batch jobs)."
     )
+    ecs_agent_uri: str | None = Field(
+        None,
+        description="ECS agent endpoint for task scale-in protection (ECS_AGENT_URI is used "
+        "when unset; empty: off).",
+    )
+    protection_expires_min: int = Field(
+        15, ge=1, le=2880, description="Scale-in protection lifetime; renewed at half of it."
+    )
+    protection_idle_s: float = Field(
+        5.0, ge=0, description="Turn scale-in protection off after this long with nothing held."
+    )
 
     @model_validator(mode="after")
     def _heartbeat_before_expiry(self) -> WorkerSettings:
@@ -124,6 +141,9 @@ class Settings(BaseSettings):
     queue_url: str | None = Field(None, description="SQS queue URL (or set queue_name).")
     queue_name: str | None = Field(None, description="Queue name, resolved with GetQueueUrl.")
     sqs_endpoint_url: str | None = Field(None, description="Non-AWS SQS endpoint (moto, proxy).")
+    s3_endpoint_url: str | None = Field(
+        None, description="Non-AWS S3 endpoint for s3:// sources (moto, MinIO); path-style."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )
@@ -153,6 +173,10 @@ def load_settings(**overrides: object) -> Settings:
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if region:
             overrides = {**overrides, "aws": {"region": region}}
+    # ECS injects ECS_AGENT_URI into every container: scale-in protection follows it.
+    agent = os.environ.get("ECS_AGENT_URI")
+    if agent and "HEADRACE_WORKER__ECS_AGENT_URI" not in os.environ and "worker" not in overrides:
+        overrides = {**overrides, "worker": {"ecs_agent_uri": agent}}
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

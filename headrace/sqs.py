@@ -9,6 +9,9 @@ Prometheus counters of the default registry: ``headrace_sqs_requests_total{opera
 (HTTP attempts, retries included) and ``headrace_sqs_billed_units_total{operation}`` (SQS
 bills each request in 64 KiB chunks of payload, at least one: the message bodies and message
 attributes sent by SendMessage/SendMessageBatch or returned by ReceiveMessage).
+
+Every failed HTTP attempt is logged as ``sqs_attempt_failed`` (botocore retries silently, so
+an outage would otherwise show nothing until a call runs out of attempts).
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aiobotocore.config import AioConfig
+import structlog
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 from prometheus_client import Counter
 
+from headrace.aws import aws_config, is_transient
 from headrace.errors import ConfigError, QueueError
+from headrace.retry import Backoff, retry
 from headrace.settings import Settings
 
 if TYPE_CHECKING:
@@ -35,6 +40,7 @@ __all__ = [
     "SQS_REQUESTS",
     "QueueInfo",
     "billed_units",
+    "connect_queue",
     "queue_info",
     "request_counts",
     "resolve_queue_url",
@@ -55,6 +61,10 @@ SQS_BILLED_UNITS = Counter(
     ["operation"],
 )
 _PAYLOAD_KEY = "headrace_payload_bytes"
+# Start-up against an unreachable SQS: about 5 minutes of attempts (each one retried by
+# botocore too), then fail so the orchestrator restarts the task.
+STARTUP_BACKOFF = Backoff(base_s=1.0, cap_s=30.0, attempts=14)
+log = structlog.get_logger("headrace.sqs")
 
 
 def billed_units(payload_bytes: int) -> int:
@@ -117,6 +127,19 @@ def _count_error(event_name: str, context: dict[str, Any], **_: Any) -> None:
     SQS_BILLED_UNITS.labels(op).inc(billed_units(int(context.get(_PAYLOAD_KEY, 0))))
 
 
+def _log_failed_attempt(
+    operation: Any, attempts: int, response: Any, caught_exception: BaseException | None, **_: Any
+) -> None:
+    """needs-retry: a warning per failed HTTP attempt (botocore retries silently)."""
+    if caught_exception is not None:
+        error = repr(caught_exception)[:300]
+    elif response is not None and response[0].status_code >= 400:
+        error = str(response[1].get("Error", {}).get("Code") or response[0].status_code)
+    else:
+        return
+    log.warning("sqs_attempt_failed", operation=operation.name, attempt=attempts, error=error)
+
+
 def request_counts() -> dict[str, dict[str, float]]:
     """This process's counts so far: ``{operation: {"requests": n, "billed_units": u}}``."""
     out: dict[str, dict[str, float]] = {}
@@ -129,27 +152,17 @@ def request_counts() -> dict[str, dict[str, float]]:
     return out
 
 
-def _config(settings: Settings, *, pool: int | None = None) -> AioConfig:
-    aws = settings.aws
-    return AioConfig(
-        region_name=aws.region,
-        retries={"mode": "standard", "total_max_attempts": aws.max_attempts},
-        connect_timeout=aws.connect_timeout_s,
-        read_timeout=aws.read_timeout_s,
-        max_pool_connections=pool or aws.max_pool_connections,
-    )
-
-
 @asynccontextmanager
 async def sqs_client(settings: Settings, *, pool: int | None = None) -> AsyncIterator[SQSClient]:
     session = get_session()
     async with session.create_client(
-        "sqs", endpoint_url=settings.sqs_endpoint_url, config=_config(settings, pool=pool)
+        "sqs", endpoint_url=settings.sqs_endpoint_url, config=aws_config(settings, pool=pool)
     ) as client:
         events = client.meta.events
         events.register("before-parameter-build.sqs", _note_payload)
         events.register("after-call.sqs", _count_call)
         events.register("after-call-error.sqs", _count_error)
+        events.register("needs-retry.sqs", _log_failed_attempt)
         yield client
 
 
@@ -164,6 +177,8 @@ async def resolve_queue_url(
         try:
             resp = await client.get_queue_url(QueueName=settings.queue_name)
         except ClientError as exc:
+            if is_transient(exc):
+                raise
             raise QueueError(f"queue {settings.queue_name!r} not found: {exc}") from None
         return resp["QueueUrl"]
     raise ConfigError("set HEADRACE_QUEUE_URL (or HEADRACE_QUEUE_NAME) or pass --queue-url")
@@ -177,6 +192,19 @@ class QueueInfo:
     redrive_policy: str | None
 
 
+async def connect_queue(
+    client: SQSClient, settings: Settings, override: str | None = None
+) -> QueueInfo:
+    """Resolve the queue and read its limits, riding out a transient SQS outage at start-up."""
+
+    async def once() -> QueueInfo:
+        return await queue_info(client, await resolve_queue_url(client, settings, override))
+
+    return await retry(
+        once, should_retry=is_transient, backoff=STARTUP_BACKOFF, what="connect_queue"
+    )
+
+
 async def queue_info(client: SQSClient, url: str) -> QueueInfo:
     """Read the queue's limits once at start-up (GetQueueAttributes)."""
     try:
@@ -185,6 +213,8 @@ async def queue_info(client: SQSClient, url: str) -> QueueInfo:
             AttributeNames=["MaximumMessageSize", "VisibilityTimeout", "RedrivePolicy"],
         )
     except ClientError as exc:
+        if is_transient(exc):
+            raise
         raise QueueError(f"cannot read attributes of queue {url}: {exc}") from None
     attrs = resp.get("Attributes", {})
     return QueueInfo(

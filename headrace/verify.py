@@ -3,7 +3,8 @@
 Every source row must be in the target exactly once or in ``rejected_rows`` with a reason.
 This reads the source the way the producer does (same parser, same typing), and compares:
 
-* the rows the producer accepts, minus those the database refused (``stage='worker'``),
+* the rows the producer's typing accepts, minus those in ``rejected_rows`` for another
+  reason (the database refused them, ``stage='worker'``, or no message could carry them),
   against the whole target table, as a count and an order-independent checksum (the sum of
   64-bit BLAKE2b hashes of each row's canonical text; a missing or doubled row changes it);
 * the lines the producer rejects plus those the database refused against ``rejected_rows``
@@ -19,9 +20,9 @@ from the target (with their line), rows in the target more often than in the sou
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,6 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from headrace.schema import ColumnSpec, TableSchema, reflect_table
 from headrace.settings import Settings
 from headrace.tables import rejected_rows
+
+if TYPE_CHECKING:
+    from producer.source import Source
 
 __all__ = ["RowRef", "VerifyReport", "verify_source"]
 
@@ -87,37 +91,41 @@ class VerifyReport:
 async def verify_source(
     settings: Settings, engine: AsyncEngine, location: str, table: str
 ) -> VerifyReport:
+    """Compare the source at ``location`` (a path or ``s3://bucket/key``) with ``table``."""
+    from producer.source import open_location
+
+    async with open_location(settings, location) as source:
+        return await _verify(settings, engine, source, table)
+
+
+async def _verify(
+    settings: Settings, engine: AsyncEngine, source: Source, table: str
+) -> VerifyReport:
     report = VerifyReport()
     async with engine.connect() as conn:
         schema = await reflect_table(conn, table)
-        source_uri = _source_uri(location)
+        source_uri = source.uri
         refused = Counter[int]()
-        reject_stage: dict[int, str] = {}
         result = await conn.execute(
-            sa.select(rejected_rows.c.line, rejected_rows.c.stage).where(
-                rejected_rows.c.source == source_uri
-            )
+            sa.select(rejected_rows.c.line).where(rejected_rows.c.source == source_uri)
         )
-        for line, stage in result:
+        for (line,) in result:
             refused[int(line)] += 1
-            reject_stage[int(line)] = str(stage)
-    worker_refused = {line for line, stage in reject_stage.items() if stage == "worker"}
 
-    pass_ = _SourcePass(settings, location, schema, worker_refused)
+    pass_ = _SourcePass(settings, source, schema, set(refused))
     count = 0
     total = 0
-    for _lines, rows in pass_.kept():
+    async for _lines, rows in pass_.kept():
         n, s = schema.row_checksum(pass_.names, rows)
         count += n
         total = (total + s) & 0xFFFFFFFFFFFFFFFF
     report.source_rows = pass_.rows_read
     report.expected_rows = count
     report.expected_checksum = total
-    expected_lines = pass_.producer_rejects | worker_refused
-    report.expected_rejects = len(expected_lines)
+    report.expected_rejects = len(pass_.producer_rejects | set(refused))
     report.rejected_rows = sum(refused.values())
     report.missing_reject_lines = sorted(pass_.producer_rejects - set(refused))[:MAX_LISTED]
-    report.unexpected_reject_lines = sorted(set(refused) - expected_lines)[:MAX_LISTED]
+    report.unexpected_reject_lines = sorted(pass_.unseen_refused)[:MAX_LISTED]
     report.duplicate_reject_lines = sorted(line for line, n in refused.items() if n > 1)[
         :MAX_LISTED
     ]
@@ -135,48 +143,45 @@ async def verify_source(
     return report
 
 
-def _source_uri(location: str) -> str:
-    from producer.source import open_source
-
-    return open_source(location).uri
-
-
 class _SourcePass:
     """Reads the source as the producer does; yields the rows the target should hold."""
 
     def __init__(
-        self, settings: Settings, location: str, schema: TableSchema, worker_refused: set[int]
+        self, settings: Settings, source: Source, schema: TableSchema, refused: set[int]
     ) -> None:
         self._settings = settings
-        self._location = location
+        self._source = source
         self._schema = schema
-        self._worker_refused = worker_refused
+        # Lines in rejected_rows: besides the typing rejects found here, rows the database
+        # refused (stage 'worker') and rows no message could carry (the packer's). They are
+        # not expected in the target; one in rejected_rows that is no source line at all is.
+        self._refused = refused
+        self.unseen_refused = set(refused)
         self.specs: list[ColumnSpec] = []
         self.names: list[str] = []
         self.producer_rejects: set[int] = set()
         self.rows_read = 0
 
-    def kept(self) -> Iterator[tuple[list[int], list[Sequence[Any]]]]:
-        from producer.reader import CsvReader
-        from producer.source import open_source
+    async def kept(self) -> AsyncIterator[tuple[list[int], list[Sequence[Any]]]]:
+        from producer.reader import open_reader, read_chunks
 
-        p = self._settings.producer
-        source = open_source(self._location)
-        stream = source.open(max_ratio=p.max_gzip_ratio, max_bytes=p.max_decompressed_bytes)
-        reader = CsvReader(
-            stream, source=source.uri, chunk_rows=p.chunk_rows, max_field_bytes=p.max_field_bytes
-        )
+        source = self._source
+        reader = await open_reader(source, self._settings.producer)
         try:
             self.specs = self._schema.resolve_header(reader.header, source=source.uri)
             self.names = [s.name for s in self.specs]
-            for chunk in reader.chunks():
+            async for chunk in read_chunks(reader, threaded=source.threaded):
                 valid = self._schema.validate(self.specs, chunk.rows, chunk.lines)
                 self.producer_rejects.update(r.line for r in chunk.rejects)
                 self.producer_rejects.update(r.line for r in valid.rejects)
+                self.unseen_refused.difference_update(r.line for r in chunk.rejects)
+                self.unseen_refused.difference_update(r.line for r in valid.rejects)
+                if self._refused:
+                    self.unseen_refused.difference_update(valid.lines)
                 kept = [
                     (line, row)
                     for row, line in zip(valid.rows, valid.lines, strict=True)
-                    if line not in self._worker_refused
+                    if line not in self._refused
                 ]
                 yield [line for line, _ in kept], [row for _, row in kept]
         finally:
@@ -210,7 +215,7 @@ async def _diff_rows(
     async for part in _target_rows(engine, schema, names):
         in_target.update(schema.row_digests(names, part))
     in_source = Counter[int]()
-    for lines, rows in pass_.kept():
+    async for lines, rows in pass_.kept():
         for line, row, digest in zip(lines, rows, schema.row_digests(names, rows), strict=True):
             in_source[digest] += 1
             if in_target[digest] > 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 import structlog
@@ -15,11 +16,11 @@ from headrace.envelope import EncodedMessage, Packer
 from headrace.errors import InputError
 from headrace.schema import ColumnSpec, TableSchema, reflect_table
 from headrace.settings import Settings
-from headrace.sqs import queue_info, resolve_queue_url, sqs_client
+from headrace.sqs import connect_queue, sqs_client
 from producer.checkpoint import Checkpoint
-from producer.reader import CsvReader
+from producer.reader import CsvReader, open_reader, read_chunks
 from producer.sender import Sender
-from producer.source import Source, open_source
+from producer.source import Source, open_location
 
 __all__ = ["ProduceReport", "make_run_id", "produce"]
 
@@ -78,27 +79,43 @@ async def produce(
     queue_url: str | None = None,
     report: ProduceReport | None = None,
 ) -> ProduceReport:
-    """Send every row of ``location`` to the queue, or report it; resumable."""
+    """Send every row of ``location`` (a path or ``s3://bucket/key``) to the queue, or report
+    it; resumable."""
     started = time.perf_counter()
-    source = open_source(location)
-    report = report or ProduceReport(source=source.uri, table=table)
+    async with open_location(settings, location) as source:
+        report = report or ProduceReport(source=source.uri, table=table)
+        try:
+            await _produce(settings, source, table, queue_url, report)
+        finally:
+            report.elapsed_s = time.perf_counter() - started
+            structlog.contextvars.unbind_contextvars("run_id")
+    if not report.already_complete:
+        log.info(
+            "produce_done",
+            rows_read=report.rows_read,
+            rows_sent=report.rows_sent,
+            rows_rejected=report.rows_rejected,
+            messages=report.total_messages,
+            skipped=report.messages_skipped,
+            elapsed_s=round(report.elapsed_s, 3),
+        )
+    return report
+
+
+async def _produce(
+    settings: Settings, source: Source, table: str, queue_url: str | None, report: ProduceReport
+) -> None:
     report.source_bytes = source.size
     p = settings.producer
     engine = create_engine(settings, pool_size=1)
     try:
         async with sqs_client(settings, pool=p.concurrency + 2) as client:
-            url = await resolve_queue_url(client, settings, queue_url)
-            info = await queue_info(client, url)
+            info = await connect_queue(client, settings, queue_url)
+            url = info.url
             budget = min(info.max_message_bytes, p.max_message_bytes or info.max_message_bytes)
             async with engine.connect() as conn:
                 schema = await reflect_table(conn, table)
-            stream = source.open(max_ratio=p.max_gzip_ratio, max_bytes=p.max_decompressed_bytes)
-            reader = CsvReader(
-                stream,
-                source=source.uri,
-                chunk_rows=p.chunk_rows,
-                max_field_bytes=p.max_field_bytes,
-            )
+            reader = await open_reader(source, p)
             try:
                 specs = schema.resolve_header(reader.header, source=source.uri)
                 run_id = make_run_id(source, table, reader.header, budget=budget, settings=settings)
@@ -115,7 +132,7 @@ async def produce(
                 if checkpoint.status == "sent":
                     report.already_complete = True
                     log.info("run_already_complete", source=source.uri, table=table)
-                    return report
+                    return
                 log.info(
                     "produce_start",
                     source=source.uri,
@@ -125,24 +142,21 @@ async def produce(
                     resume_from=checkpoint.resume_from,
                 )
                 await _pump(
-                    settings, client, url, budget, reader, schema, specs, checkpoint, report
+                    settings,
+                    client,
+                    url,
+                    budget,
+                    reader,
+                    source.threaded,
+                    schema,
+                    specs,
+                    checkpoint,
+                    report,
                 )
             finally:
                 reader.close()
     finally:
         await engine.dispose()
-        report.elapsed_s = time.perf_counter() - started
-        structlog.contextvars.unbind_contextvars("run_id")
-    log.info(
-        "produce_done",
-        rows_read=report.rows_read,
-        rows_sent=report.rows_sent,
-        rows_rejected=report.rows_rejected,
-        messages=report.total_messages,
-        skipped=report.messages_skipped,
-        elapsed_s=round(report.elapsed_s, 3),
-    )
-    return report
 
 
 def _max_row_chars(specs: list[ColumnSpec]) -> int | None:
@@ -157,6 +171,7 @@ async def _pump(
     url: str,
     budget: int,
     reader: CsvReader,
+    threaded: bool,
     schema: TableSchema,
     specs: list[ColumnSpec],
     checkpoint: Checkpoint,
@@ -195,8 +210,8 @@ async def _pump(
             return
         await sender.submit(message)
 
-    async with sender:
-        for chunk in reader.chunks():
+    async with sender, aclosing(read_chunks(reader, threaded=threaded)) as chunks:
+        async for chunk in chunks:
             valid = schema.validate(specs, chunk.rows, chunk.lines)
             rejects = sorted(chunk.rejects + valid.rejects, key=lambda r: r.line)
             report.rows_read = reader.rows_read

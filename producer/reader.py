@@ -4,22 +4,29 @@ Bytes are decoded as UTF-8 by a ``TextIOWrapper`` (constant memory) whose error 
 counts invalid bytes and keeps them as surrogates, so one bad byte rejects its row (with line
 and column) instead of the file. Parsing is the C ``csv`` module; each row keeps the line it
 started on.
+
+:func:`open_reader` and :func:`read_chunks` drive a reader from async code: inline for local
+files, in worker threads for sources whose reads wait on the event loop (S3, see
+:mod:`producer.s3`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from headrace.errors import InputError
 from headrace.schema import Reject, row_text
+from headrace.settings import ProducerSettings
+from producer.source import Source
 
-__all__ = ["Chunk", "CsvReader"]
+__all__ = ["Chunk", "CsvReader", "open_reader", "read_chunks"]
 
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _decode_errors = [0]
@@ -142,3 +149,37 @@ class CsvReader:
 
     def close(self) -> None:
         self._text.close()
+
+
+async def open_reader(source: Source, p: ProducerSettings) -> CsvReader:
+    """Open ``source`` and read its header (in a worker thread if ``source.threaded``)."""
+
+    def make() -> CsvReader:
+        stream = source.open(max_ratio=p.max_gzip_ratio, max_bytes=p.max_decompressed_bytes)
+        try:
+            return CsvReader(
+                stream,
+                source=source.uri,
+                chunk_rows=p.chunk_rows,
+                max_field_bytes=p.max_field_bytes,
+            )
+        except BaseException:
+            stream.close()
+            raise
+
+    return await asyncio.to_thread(make) if source.threaded else make()
+
+
+async def read_chunks(reader: CsvReader, *, threaded: bool) -> AsyncGenerator[Chunk, None]:
+    """``reader.chunks()``; with ``threaded`` each chunk is read in a worker thread."""
+    chunks = reader.chunks()
+    if not threaded:
+        for chunk in chunks:
+            yield chunk
+        return
+    while (item := await asyncio.to_thread(_next_or_none, chunks)) is not None:
+        yield item
+
+
+def _next_or_none(chunks: Iterator[Chunk]) -> Chunk | None:
+    return next(chunks, None)  # StopIteration must not cross a thread/future boundary

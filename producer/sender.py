@@ -2,7 +2,10 @@
 
 Entries that come back in ``Failed`` are retried with the shared backoff unless SQS says the
 fault is the sender's (then the run stops with the reason). botocore's standard retry mode
-handles throttling and 5xx of whole calls underneath.
+handles throttling and 5xx of whole calls underneath; a call that still fails with a
+transient error (its attempts or botocore's retry quota ran out, e.g. during an outage) is
+made again with a slower backoff, so SQS being away for a minute or two does not stop the
+run. A send that took effect but lost its answer becomes a duplicate the worker's ledger drops.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 
 from headrace import failpoints
+from headrace.aws import is_transient
 from headrace.envelope import EncodedMessage
 from headrace.errors import QueueError
 from headrace.retry import Backoff
@@ -37,12 +42,14 @@ class Sender:
         max_batch_bytes: int,
         on_sent: Callable[[EncodedMessage], None],
         backoff: Backoff | None = None,
+        call_backoff: Backoff | None = None,
     ) -> None:
         self._client = client
         self._url = queue_url
         self._max_batch_bytes = max_batch_bytes
         self._on_sent = on_sent
         self._backoff = backoff or Backoff(base_s=0.2, cap_s=20.0, attempts=10)
+        self._call_backoff = call_backoff or Backoff(base_s=1.0, cap_s=20.0, attempts=10)
         self._queue: asyncio.Queue[EncodedMessage | None] = asyncio.Queue(maxsize=concurrency)
         self._tasks: list[asyncio.Task[None]] = []
         self._concurrency = concurrency
@@ -98,17 +105,35 @@ class Sender:
 
     async def _send(self, batch: list[EncodedMessage]) -> None:
         pending = {str(m.seq): m for m in batch}
-        attempt = 0
+        attempt = calls_failed = 0
         while pending:
-            attempt += 1
             self.requests += 1
-            resp = await self._client.send_message_batch(
-                QueueUrl=self._url,
-                Entries=[
-                    {"Id": key, "MessageBody": m.body, "MessageAttributes": m.attributes()}
-                    for key, m in pending.items()
-                ],
-            )
+            try:
+                resp = await self._client.send_message_batch(
+                    QueueUrl=self._url,
+                    Entries=[
+                        {"Id": key, "MessageBody": m.body, "MessageAttributes": m.attributes()}
+                        for key, m in pending.items()
+                    ],
+                )
+            except (BotoCoreError, ClientError) as exc:
+                calls_failed += 1
+                if not is_transient(exc):
+                    raise QueueError(f"SendMessageBatch refused: {exc}") from exc
+                if calls_failed >= self._call_backoff.attempts:
+                    raise QueueError(
+                        f"SendMessageBatch still failing after {calls_failed} calls: {exc}"
+                    ) from exc
+                delay = self._call_backoff.delay(calls_failed)
+                log.warning(
+                    "send_call_failed",
+                    calls_failed=calls_failed,
+                    delay_s=round(delay, 3),
+                    error=str(exc)[:300],
+                )
+                await asyncio.sleep(delay)
+                continue
+            attempt += 1
             await failpoints.hit("producer.after_send")
             for ok in resp.get("Successful", []):
                 message = pending.pop(ok["Id"])

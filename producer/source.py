@@ -1,35 +1,52 @@
-"""Where CSV bytes come from: local files, gzip-compressed or not.
+"""Where CSV bytes come from: local files and S3 objects, gzip-compressed or not.
 
 A source has an identity (URI, size and version) from which the run id is derived, and opens
 as a binary stream read with constant memory. gzip is detected by its magic bytes; the
 decompressed size and ratio are capped so a gzip bomb stops with a clear error.
+
+:func:`open_location` resolves a location, a path or ``s3://bucket/key`` (see
+:mod:`producer.s3`); :func:`open_source` is the local-file case alone.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 from headrace.errors import InputError
+from headrace.settings import Settings
 
-__all__ = ["BoundedReader", "Source", "open_source"]
+__all__ = ["BoundedReader", "FileSource", "Source", "open_location", "open_source"]
 
 GZIP_MAGIC = b"\x1f\x8b"
+S3_SCHEME = "s3://"
 
 
 @dataclass(frozen=True)
 class Source:
+    """A source's identity and how to open it; :class:`FileSource` or ``S3Source``."""
+
     uri: str
     size: int
     version: str  # mtime (files) or ETag (S3): a changed file is a new run
-    path: Path
+
+    threaded: ClassVar[bool] = False
+    """Whether reading blocks on I/O done by the event loop (S3): then read it off the loop,
+    in a worker thread (see :func:`producer.reader.open_reader`)."""
 
     def open(self, *, max_ratio: float, max_bytes: int) -> BinaryIO:
-        raw = open(self.path, "rb")  # noqa: SIM115 - handed to the caller
-        if raw.peek(2)[:2] == GZIP_MAGIC:
+        raw = self._open_raw()
+        try:
+            gzipped = raw.peek(2)[:2] == GZIP_MAGIC
+        except BaseException:
+            raw.close()
+            raise
+        if gzipped:
             stream: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
             bounded = BoundedReader(
                 stream, raw, source=self.uri, max_ratio=max_ratio, max_bytes=max_bytes
@@ -37,8 +54,19 @@ class Source:
             return io.BufferedReader(bounded, buffer_size=1024 * 1024)
         return raw
 
+    def _open_raw(self) -> io.BufferedReader:
+        raise NotImplementedError
 
-def open_source(location: str) -> Source:
+
+@dataclass(frozen=True)
+class FileSource(Source):
+    path: Path
+
+    def _open_raw(self) -> io.BufferedReader:
+        return open(self.path, "rb")
+
+
+def open_source(location: str) -> FileSource:
     path = Path(location)
     try:
         st = path.stat()
@@ -46,7 +74,21 @@ def open_source(location: str) -> Source:
         raise InputError(f"cannot open: {exc.strerror}", source=location) from None
     if not path.is_file():
         raise InputError("not a regular file", source=location)
-    return Source(uri=str(path.resolve()), size=st.st_size, version=str(st.st_mtime_ns), path=path)
+    return FileSource(
+        uri=str(path.resolve()), size=st.st_size, version=str(st.st_mtime_ns), path=path
+    )
+
+
+@asynccontextmanager
+async def open_location(settings: Settings, location: str) -> AsyncIterator[Source]:
+    """The source at a path or ``s3://bucket/key``, usable until the block ends."""
+    if location.startswith(S3_SCHEME):
+        from producer.s3 import open_s3_source
+
+        async with open_s3_source(settings, location) as source:
+            yield source
+    else:
+        yield open_source(location)
 
 
 class BoundedReader(io.RawIOBase):

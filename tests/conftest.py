@@ -109,6 +109,7 @@ def settings(db_url: str, queue: QueuePair, moto_endpoint: str) -> Settings:
         database_url=db_url,
         queue_url=queue.queue_url,
         sqs_endpoint_url=moto_endpoint,
+        s3_endpoint_url=moto_endpoint,
         worker={"wait_time_s": 1, "flush_age_s": 0.2, "visibility_timeout_s": 30},  # type: ignore[arg-type]
     )
 

@@ -78,3 +78,34 @@ async def test_the_unique_key_names_a_row_of_the_example_table(
     assert set(first.key) == {
         c.name for c in observations.c if c.name in ("bot_id", "sku", "observed_at")
     }
+
+
+async def test_a_row_in_rejected_rows_instead_of_the_target_is_accounted_for(
+    plain: Path, settings: Settings, engine: AsyncEngine
+) -> None:
+    """E.g. a row no message could carry: rejected with a reason, not in the target."""
+    await _sql(engine, "DELETE FROM plain WHERE n = 42")
+    await _reject(engine, plain, 43)
+    report = await verify_source(settings, engine, str(plain), "plain")
+    assert report.ok, report
+    await _reject(engine, plain, 9999)  # no such line in the source
+    report = await verify_source(settings, engine, str(plain), "plain")
+    assert report.unexpected_reject_lines == [9999]
+    assert not report.ok
+
+
+async def _reject(engine: AsyncEngine, source: Path, line: int) -> None:
+    from headrace.tables import rejected_rows
+
+    async with engine.begin() as conn:
+        await conn.execute(
+            rejected_rows.insert().values(
+                run_id="r" * 32,
+                source=str(source.resolve()),
+                line=line,
+                table_name="plain",
+                stage="producer",
+                reason="row is too large for a message",
+                raw="",
+            )
+        )

@@ -22,6 +22,7 @@ __all__ = [
     "assert_invariant",
     "cli_env_for",
     "count",
+    "drain_queue",
     "produce_cli",
     "rejected",
     "start_worker",
@@ -37,6 +38,7 @@ def cli_env_for(settings: Settings, **extra: str) -> dict[str, str]:
         HEADRACE_DATABASE_URL=settings.database_url,
         HEADRACE_QUEUE_URL=settings.queue_url or "",
         HEADRACE_SQS_ENDPOINT_URL=settings.sqs_endpoint_url or "",
+        HEADRACE_S3_ENDPOINT_URL=settings.s3_endpoint_url or "",
         HEADRACE_WORKER__WAIT_TIME_S="1",
         HEADRACE_WORKER__FLUSH_AGE_S="0.2",
         HEADRACE_LOG_LEVEL="INFO",
@@ -45,16 +47,24 @@ def cli_env_for(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-async def assert_invariant(settings: Settings, engine: AsyncEngine, source: Path) -> None:
-    """Every source row is in the target once or in rejected_rows (count + checksum)."""
+async def assert_invariant(settings: Settings, engine: AsyncEngine, source: Path | str) -> None:
+    """Every source row is in the target once or in rejected_rows (count + checksum).
+
+    ``source`` is a path or an ``s3://bucket/key`` location (read through ``settings``)."""
     report = await verify_source(settings, engine, str(source), "observations")
     assert report.ok, f"{report.line()} {report}"
 
 
 def produce_cli(
-    env: dict[str, str], source: Path, *extra: str, timeout_s: float = 300
+    env: dict[str, str],
+    source: Path | str,
+    *extra: str,
+    timeout_s: float = 300,
+    log_path: Path | None = None,
 ) -> dict[str, Any]:
-    """`python -m producer SOURCE --table observations`; returns its JSON report."""
+    """`python -m producer SOURCE --table observations`; returns its JSON report.
+
+    ``log_path`` keeps the producer's log (stderr)."""
     proc = subprocess.run(
         [sys.executable, "-m", "producer", str(source), "--table", "observations", *extra],
         env=env,
@@ -63,6 +73,8 @@ def produce_cli(
         timeout=timeout_s,
         check=False,
     )
+    if log_path is not None:
+        log_path.write_text(proc.stderr)
     assert proc.returncode == 0, f"producer exited {proc.returncode}:\n{proc.stderr[-4000:]}"
     report: dict[str, Any] = json.loads(proc.stdout)
     return report
@@ -74,6 +86,12 @@ def start_worker(env: dict[str, str], log_path: Path, *extra: str) -> subprocess
         return subprocess.Popen(
             [sys.executable, "-m", "worker", *extra], env=env, stdout=log, stderr=subprocess.STDOUT
         )
+
+
+def drain_queue(env: dict[str, str], log_path: Path, *, timeout_s: float = 180) -> None:
+    """Run a worker until the queue is empty (in-flight included) for 2 s; it must exit 0."""
+    worker = start_worker(env, log_path, "--idle-exit", "2")
+    assert worker.wait(timeout=timeout_s) == 0, log_path.read_text()[-3000:]
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 40) -> int:

@@ -10,8 +10,8 @@ example in ``subprocess.wait``) and serves processes as well as in-process clien
 * :meth:`TcpProxy.refuse` closes new connections as soon as they are accepted;
 * :meth:`TcpProxy.retarget` sends new connections to another server (a failover behind a
   DNS name), optionally cutting the existing ones;
-* :meth:`TcpProxy.cut_after` cuts the next connection once it has carried N bytes towards
-  the client (a download dying mid-object).
+* :meth:`TcpProxy.cut_after` cuts the first connection that has carried N bytes towards the
+  client (a download dying mid-object).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import contextlib
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["TcpProxy"]
 
@@ -35,10 +37,12 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._flowing: asyncio.Event | None = None
         self._refusing = False
-        self._cut_after: int | None = None
+        self._arm: _Arm | None = None
         self.port = 0
         self.connections = 0
         self.bytes_down = 0  # server → client
+        self.cuts = 0  # connections cut by cut_after
+        self._handlers: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -52,6 +56,8 @@ class TcpProxy:
             self._call(self._stop())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def __enter__(self) -> TcpProxy:
         return self.start()
@@ -92,8 +98,13 @@ class TcpProxy:
             self.cut()
 
     def cut_after(self, nbytes: int) -> None:
-        """Cut the next connection after it has sent ``nbytes`` towards the client."""
-        self._cut_after = nbytes
+        """Cut the first connection to carry ``nbytes`` towards the client, once.
+
+        Every connection accepted from now on counts its own bytes until one of them reaches
+        ``nbytes`` (a client may open several, e.g. one for a HEAD and another for the GET);
+        connections accepted after that cut are left alone. :attr:`cuts` counts the cuts.
+        """
+        self._arm = _Arm(nbytes)
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -102,21 +113,24 @@ class TcpProxy:
         assert self._flowing is not None
         return self._flowing
 
-    def _call(self, coro: object) -> int:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
-        return future.result(timeout=10)  # type: ignore[no-any-return]
+    def _call(self, coro: Coroutine[Any, Any, int]) -> int:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
 
     async def _start(self) -> int:
         self._flowing = asyncio.Event()
         self._flowing.set()
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._track, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
     async def _stop(self) -> int:
-        n = await self._cut()
         if self._server is not None:
             self._server.close()
+        n = await self._cut()
+        handlers, self._handlers = list(self._handlers), set()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
         return n
 
     async def _cut(self) -> int:
@@ -124,6 +138,17 @@ class TcpProxy:
         for w in writers:
             _reset(w)
         return len(writers) // 2
+
+    async def _track(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._handle(client_r, client_w)
+        except asyncio.CancelledError:
+            pass  # only stop() cancels; asyncio's stream callback must not see it
+        finally:
+            self._handlers.discard(task)
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         if self._refusing:
@@ -135,22 +160,33 @@ class TcpProxy:
             _reset(client_w)
             return
         self.connections += 1
-        limit, self._cut_after = self._cut_after, None
+        arm = self._arm
         self._writers.update((client_w, server_w))
-        await asyncio.gather(
-            self._pipe(client_r, server_w, None, downstream=False),
-            self._pipe(server_r, client_w, limit, downstream=True),
-            return_exceptions=True,
-        )
-        for w in (client_w, server_w):
-            self._writers.discard(w)
-            _reset(w)
+        pipes = {
+            asyncio.ensure_future(self._pipe(client_r, server_w, None, downstream=False)),
+            asyncio.ensure_future(self._pipe(server_r, client_w, arm, downstream=True)),
+        }
+        try:
+            # A direction that ends cleanly (EOF) leaves the other one running (half-close);
+            # one that fails (a cut) tears the whole connection down at once: waiting for
+            # the other direction would leave the client hanging until its read timeout.
+            while pipes:
+                done, pipes = await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+                if any(not t.cancelled() and t.exception() is not None for t in done):
+                    break
+        finally:
+            for t in pipes:
+                t.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+            for w in (client_w, server_w):
+                self._writers.discard(w)
+                _reset(w)
 
     async def _pipe(
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        limit: int | None,
+        arm: _Arm | None,
         *,
         downstream: bool,
     ) -> None:
@@ -162,9 +198,15 @@ class TcpProxy:
             await self._flow.wait()
             if writer.is_closing():
                 break
-            if limit is not None and sent + len(data) >= limit:
-                writer.write(data[: max(0, limit - sent)])
+            if arm is not None and not arm.fired and sent + len(data) >= arm.nbytes:
+                arm.fired = True
+                if self._arm is arm:
+                    self._arm = None
+                head = data[: max(0, arm.nbytes - sent)]
+                writer.write(head)
                 await writer.drain()
+                self.bytes_down += len(head)
+                self.cuts += 1
                 raise ConnectionResetError("cut_after")
             writer.write(data)
             await writer.drain()
@@ -173,6 +215,14 @@ class TcpProxy:
                 self.bytes_down += len(data)
         with contextlib.suppress(OSError):
             writer.write_eof()
+
+
+@dataclass
+class _Arm:
+    """A pending :meth:`TcpProxy.cut_after`, shared by the connections it watches."""
+
+    nbytes: int
+    fired: bool = False
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
