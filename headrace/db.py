@@ -20,10 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from headrace.settings import Settings
 
 __all__ = [
+    "DISCONNECT_ERRORS",
+    "DISPOSE_ERRORS",
+    "SCHEMA_ERRORS",
     "STRICT_SQL_MODE",
     "ErrorKind",
     "classify_error",
     "create_engine",
+    "is_disconnect",
     "is_mysql",
     "migrate",
     "mysql_errno",
@@ -79,6 +83,12 @@ RETRY_ERRORS = frozenset(
 )
 # The pool must be thrown away: the server we talk to is not the writer any more.
 DISPOSE_ERRORS = frozenset({1290, 1836})
+# The connection itself is gone or unusable (a deadlock or lock wait leaves it fine).
+DISCONNECT_ERRORS = frozenset(
+    {1053, 1158, 1159, 1160, 1161, 1927, 2002, 2003, 2006, 2013, 2014, 2055}
+)
+# The table changed under us: a column or the table is not there any more.
+SCHEMA_ERRORS = frozenset({1054, 1146})
 PACKET_TOO_LARGE = 1153
 
 
@@ -98,10 +108,23 @@ def mysql_errno(exc: BaseException) -> int | None:
     return None
 
 
+def is_disconnect(exc: BaseException) -> bool:
+    """The connection is lost (not merely the statement or transaction refused)."""
+    if isinstance(exc, OSError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa.exc.InterfaceError):  # e.g. asyncmy's "Cancelled during execution"
+        return True
+    return mysql_errno(exc) in DISCONNECT_ERRORS
+
+
 def classify_error(exc: BaseException) -> ErrorKind:
     if isinstance(exc, TimeoutError | ConnectionError | OSError):
         return ErrorKind.RETRY
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return ErrorKind.RETRY
+    if isinstance(exc, sa.exc.InterfaceError):  # the connection, not the statement, is broken
         return ErrorKind.RETRY
     errno = mysql_errno(exc)
     if errno is not None:
@@ -155,7 +178,10 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         isolation_level="READ COMMITTED",
         connect_args={
             "connect_timeout": int(db.connect_timeout_s),
-            "init_command": f"SET SESSION sql_mode = '{STRICT_SQL_MODE}', time_zone = '+00:00'",
+            "init_command": (
+                f"SET SESSION sql_mode = '{STRICT_SQL_MODE}', time_zone = '+00:00', "
+                f"innodb_lock_wait_timeout = {int(db.lock_wait_timeout_s)}"
+            ),
             "stmt_cache_size": db.stmt_cache_size,
             "charset": "utf8mb4",
         },

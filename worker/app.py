@@ -28,10 +28,11 @@ from headrace.errors import DatabaseUnavailable, EnvelopeError, SchemaError
 from headrace.retry import Backoff
 from headrace.schema import TableSchema, reflect_table
 from headrace.settings import Settings
-from headrace.sqs import queue_info, resolve_queue_url, sqs_client
+from headrace.sqs import connect_queue, sqs_client
 from worker.buffer import Batch, Buffer
 from worker.heartbeat import Heartbeat, change_visibility
 from worker.inflight import InFlight, Message
+from worker.protection import TaskProtection
 from worker.sink import Sink
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ __all__ = ["Worker", "WorkerStats", "run_worker"]
 log = structlog.get_logger("worker")
 
 RECEIVE_GRACE_S = 2.0
+# After a receive that failed even with botocore's retries (SQS unreachable, say).
+RECEIVE_BACKOFF = Backoff(base_s=1.0, cap_s=20.0, attempts=1_000_000)
 
 
 @dataclass
@@ -58,8 +61,13 @@ class WorkerStats:
     batches: int = 0
     batch_failures: int = 0
     circuit_opened: int = 0
+    schema_drifts: int = 0
+    db_retries: int = 0
     task_failures: int = 0
     deletes: int = 0
+    protection_enabled: int = 0
+    protection_disabled: int = 0
+    protection_failures: int = 0
     last_receive_at: float = 0.0
 
 
@@ -90,6 +98,7 @@ class Worker:
         self._parked: list[Batch] = []  # batches waiting for the database to come back
         self._receiving: set[asyncio.Task[Any]] = set()  # pollers inside a receive call
         self._url = ""
+        self._protection: TaskProtection | None = None  # ECS scale-in protection, when on ECS
 
     def stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler)."""
@@ -111,12 +120,13 @@ class Worker:
             engine,
             max_statement_bytes=w.max_statement_bytes,
             statement_timeout_s=self.settings.db.statement_timeout_s,
+            on_retry=self._count_retry,
         )
         try:
             async with sqs_client(self.settings, pool=w.pollers + w.sinks + 4) as client:
                 self._client = client
-                self._url = await resolve_queue_url(client, self.settings, self._queue_url_override)
-                info = await queue_info(client, self._url)
+                info = await connect_queue(client, self.settings, self._queue_url_override)
+                self._url = info.url
                 if info.redrive_policy is None:
                     log.warning("queue_has_no_dlq", queue=self._url)
                 log.info("worker_start", queue=self._url, pollers=w.pollers, sinks=w.sinks)
@@ -142,12 +152,25 @@ class Worker:
                     aux.append(
                         asyncio.create_task(self._idle_watch(w.idle_exit_s), name="idle-watch")
                     )
+                if w.ecs_agent_uri:
+                    self._protection = TaskProtection(
+                        w.ecs_agent_uri,
+                        self._inflight,
+                        expires_min=w.protection_expires_min,
+                        idle_s=w.protection_idle_s,
+                    )
+                    aux.append(asyncio.create_task(self._protection.run(), name="protection"))
                 await self._supervise([*pollers, *sinks, *aux])
                 await self._shutdown(pollers, sinks, aux)
         finally:
             if self._own_engine:
                 await engine.dispose()
-        log.info("worker_stopped", **self.stats.__dict__)
+        log.info(
+            "worker_stopped",
+            **self.stats.__dict__,
+            inflight_peak_messages=self._inflight.peak_messages,
+            inflight_peak_rows=self._inflight.peak_rows,
+        )
         return self.stats
 
     async def _supervise(self, tasks: list[asyncio.Task[None]]) -> None:
@@ -168,6 +191,7 @@ class Worker:
     async def _poll(self) -> None:
         assert self._client is not None
         w = self.settings.worker
+        failures = 0  # consecutive failed receives
         while not self.stopping:
             await self._db_ok.wait()  # circuit open: receiving would only burn receive counts
             room = await self._inflight.wait_for_room()
@@ -186,11 +210,19 @@ class Worker:
                     MessageSystemAttributeNames=["ApproximateReceiveCount"],
                 )
             except (ClientError, BotoCoreError) as exc:
-                log.warning("receive_failed", error=str(exc)[:300])
-                await asyncio.sleep(1.0)
+                failures += 1
+                delay = RECEIVE_BACKOFF.delay(failures)
+                log.warning(
+                    "receive_failed",
+                    error=str(exc)[:300],
+                    failures=failures,
+                    retry_in_s=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
                 continue
             finally:
                 self._receiving.discard(me)
+            failures = 0
             received_at = time.monotonic()
             self.stats.receives += 1
             messages = resp.get("Messages", [])
@@ -216,7 +248,8 @@ class Worker:
         try:
             env = decode(raw.get("Body", ""), dict(raw.get("MessageAttributes", {})))
             schema = await self._schema(env.table)
-            schema.specs_for(env.columns)
+            if _column_mismatch(schema, env.columns) is not None:  # a column added since?
+                schema = await self._schema(env.table, refresh=True)
         except (EnvelopeError, SchemaError) as exc:
             await self._poison(raw, receive_count, exc)
             return
@@ -232,12 +265,16 @@ class Worker:
             deadline=received_at + self.settings.worker.visibility_timeout_s,
         )
         self._inflight.add(message)
+        drift = _column_mismatch(schema, env.columns)
+        if drift is not None:
+            self._park(Batch(env.table, env.columns, [message]), drift)
+            return
         batch = self._buffer.add(message)
         if batch is not None:
             await self._batches.put(batch)
 
-    async def _schema(self, table: str) -> TableSchema:
-        schema = self._schemas.get(table)
+    async def _schema(self, table: str, *, refresh: bool = False) -> TableSchema:
+        schema = None if refresh else self._schemas.get(table)
         if schema is None:
             assert self._db is not None
             async with asyncio.timeout(self.settings.db.statement_timeout_s):
@@ -255,10 +292,25 @@ class Worker:
 
     # --- the database circuit ----------------------------------------------------------------
 
+    def _count_retry(self, errno: int | None) -> None:
+        self.stats.db_retries += 1
+
+    def _park(self, batch: Batch, exc: BaseException) -> None:
+        """Keep a batch the database cannot take now; the heartbeat keeps it invisible."""
+        self._parked.append(batch)
+        self._open_circuit(exc)
+
     def _open_circuit(self, exc: BaseException) -> None:
-        """Stop receiving until the database answers again (probed with backoff)."""
+        """Stop receiving until the database answers again (probed with backoff).
+
+        Also opened on schema drift (the table lost a column our messages carry, or the
+        table itself): the messages stay in the queue, not in the DLQ, until the table
+        matches them again.
+        """
         if self._db_ok.is_set():
             self.stats.circuit_opened += 1
+            if isinstance(exc, SchemaError):
+                self.stats.schema_drifts += 1
             log.error("circuit_open", error=repr(exc)[:300])
             self._db_ok.clear()
         if self._probe is None or self._probe.done():
@@ -275,10 +327,20 @@ class Worker:
                 async with asyncio.timeout(self.settings.db.connect_timeout_s + 5):
                     async with self._db.connect() as conn:
                         await conn.exec_driver_sql("SELECT 1")
+                    drift = await self._schema_drift()
             except Exception as exc:
                 log.warning("circuit_probe_failed", attempt=attempt, error=repr(exc)[:200])
                 if isinstance(exc, TimeoutError):
                     await self._db.dispose()
+                continue
+            if drift is not None:
+                log.error(
+                    "schema_drift",
+                    error=str(drift)[:500],
+                    attempt=attempt,
+                    held_messages=sum(len(b.messages) for b in self._parked),
+                    hint="messages are kept in the queue until the table matches them again",
+                )
                 continue
             log.info("circuit_closed", attempts=attempt)
             parked, self._parked = self._parked, []
@@ -286,6 +348,18 @@ class Worker:
                 await self._batches.put(batch)
             self._db_ok.set()
             return
+
+    async def _schema_drift(self) -> SchemaError | None:
+        """Re-read the tables of parked batches; the first mismatch left, if any."""
+        for table in {b.table for b in self._parked}:
+            try:
+                schema = await self._schema(table, refresh=True)
+            except SchemaError as exc:
+                return exc
+            for batch in self._parked:
+                if batch.table == table and (error := _column_mismatch(schema, batch.columns)):
+                    return error
+        return None
 
     async def _poison(self, raw: MessageTypeDef, receive_count: int, exc: Exception) -> None:
         """Leave a bad message to SQS's redrive: never delete it, back off its visibility."""
@@ -313,6 +387,8 @@ class Worker:
         while True:
             batch = await self._batches.get()
             try:
+                if self._protection is not None:  # protected before anything commits
+                    await self._protection.settled()
                 await self._flush(sink, batch)
             finally:
                 self._batches.task_done()
@@ -325,11 +401,10 @@ class Worker:
         except asyncio.CancelledError:
             await self._release(batch.messages)
             raise
-        except (DatabaseUnavailable, OSError, TimeoutError) as exc:
-            # The database, not the batch: keep the messages (the heartbeat keeps them
-            # invisible), stop receiving, and retry the batch once the database is back.
-            self._parked.append(batch)
-            self._open_circuit(exc)
+        except (DatabaseUnavailable, SchemaError, OSError, TimeoutError) as exc:
+            # The database or the table, not the batch: keep the messages (the heartbeat
+            # keeps them invisible), stop receiving, retry once the probe says it can work.
+            self._park(batch, exc)
             return
         except Exception as exc:
             self.stats.batch_failures += 1
@@ -465,6 +540,19 @@ class Worker:
         for task in aux:
             task.cancel()
         await asyncio.gather(*aux, return_exceptions=True)
+        if self._protection is not None:  # last: nothing is held any more
+            await self._protection.close()
+            p, s = self._protection, self.stats
+            s.protection_enabled, s.protection_disabled = p.enables, p.disables
+            s.protection_failures = p.failures
+
+
+def _column_mismatch(schema: TableSchema, columns: tuple[str, ...]) -> SchemaError | None:
+    try:
+        schema.specs_for(columns)
+    except SchemaError as exc:
+        return exc
+    return None
 
 
 async def run_worker(settings: Settings, *, queue_url: str | None = None) -> WorkerStats:

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 from headrace.envelope import Envelope
 
-__all__ = ["InFlight", "Message"]
+__all__ = ["MAX_RECEIVE", "InFlight", "Message"]
+
+MAX_RECEIVE = 10  # SQS returns at most 10 messages a receive
 
 
 @dataclass(eq=False)
@@ -35,6 +37,12 @@ class InFlight:
         self._rows = 0
         self._avg_rows = max(1.0, max_rows / 4)  # until messages are seen: assume big ones
         self._changed = asyncio.Condition()
+        self._held = asyncio.Event()  # set while anything is held
+        self._empty_since: float | None = time.monotonic()
+        self.peak_messages = 0  # high-water marks, for the logs and the backpressure tests
+        self.peak_rows = 0
+        # Room promised to a receive under way, per polling task: [messages, estimated rows].
+        self._reserved: dict[asyncio.Task[object], list[float]] = {}
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -48,30 +56,73 @@ class InFlight:
 
         Messages carry from a few rows to tens of thousands, so the row bound is applied with
         the average rows per message seen so far: a receive never takes far more than fits.
+        Room reserved for receives under way is taken already.
         """
-        if self._rows >= self._max_rows:
+        messages = len(self._messages)
+        rows = float(self._rows)
+        for task, (n, r) in self._reserved.items():
+            if not task.done():
+                messages += int(n)
+                rows += r
+        if rows >= self._max_rows:
             return 0
-        by_rows = max(1, int((self._max_rows - self._rows) / self._avg_rows))
-        return max(0, min(self._max_messages - len(self._messages), by_rows))
+        by_rows = max(1, int((self._max_rows - rows) / self._avg_rows))
+        return max(0, min(self._max_messages - messages, by_rows))
 
     async def wait_for_room(self) -> int:
+        """Wait for room, then reserve it (≤ :data:`MAX_RECEIVE`) for the caller's receive.
+
+        Concurrent pollers would otherwise each see the same room and take it twice. The
+        reservation turns into messages as the calling task adds them (:meth:`add`), and what is
+        left of it is dropped at that task's next call (or when the task ends).
+        """
+        me = asyncio.current_task()
+        assert me is not None
         async with self._changed:
+            if self._reserved.pop(me, None) is not None:
+                self._changed.notify_all()
             await self._changed.wait_for(lambda: self.room() > 0)
-            return self.room()
+            room = min(MAX_RECEIVE, self.room())
+            self._reserved[me] = [room, room * self._avg_rows]
+            return room
 
     async def wait_empty(self) -> None:
         async with self._changed:
             await self._changed.wait_for(lambda: not self._messages)
 
+    async def wait_held(self) -> None:
+        """Return once at least one message is held."""
+        await self._held.wait()
+
+    @property
+    def empty_since(self) -> float | None:
+        """Monotonic time since which nothing is held (``None`` while something is)."""
+        return self._empty_since
+
     def add(self, message: Message) -> None:
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no event loop running
+            task = None
+        reserved = self._reserved.get(task) if task is not None else None
+        if reserved is not None:
+            reserved[0] = max(0, reserved[0] - 1)
+            reserved[1] = max(0.0, reserved[1] - message.rows)
         self._messages[id(message)] = message
         self._rows += message.rows
         self._avg_rows = 0.8 * self._avg_rows + 0.2 * max(1, message.rows)
+        self._empty_since = None
+        self._held.set()
+        self.peak_messages = max(self.peak_messages, len(self._messages))
+        self.peak_rows = max(self.peak_rows, self._rows)
 
     async def remove(self, messages: list[Message]) -> None:
         for m in messages:
             if self._messages.pop(id(m), None) is not None:
                 self._rows -= m.rows
+        if not self._messages and self._empty_since is None:
+            self._empty_since = time.monotonic()
+            self._held.clear()
         async with self._changed:
             self._changed.notify_all()
 

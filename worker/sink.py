@@ -11,12 +11,15 @@ Order inside the transaction:
    back to a savepoint and bisect with nested savepoints until each bad row is alone;
 4. insert the rejects (the producer's and the bisection's) and fix the ledger counts;
 5. commit. Only then may the caller delete the messages.
+
+Statements are sized to stay well inside the server's ``max_allowed_packet`` (read once per
+pool): a bigger one is not refused with an error, the server drops the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +29,17 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from headrace import failpoints
-from headrace.db import DISPOSE_ERRORS, ErrorKind, classify_error, is_mysql, mysql_errno
+from headrace.db import (
+    DISPOSE_ERRORS,
+    SCHEMA_ERRORS,
+    ErrorKind,
+    classify_error,
+    is_disconnect,
+    is_mysql,
+    mysql_errno,
+)
 from headrace.envelope import Envelope
-from headrace.errors import DatabaseUnavailable
+from headrace.errors import DatabaseUnavailable, SchemaError
 from headrace.retry import Backoff
 from headrace.schema import TableSchema, row_text
 from headrace.tables import ingest_ledger, rejected_rows
@@ -38,6 +49,9 @@ __all__ = ["BatchResult", "Sink"]
 log = structlog.get_logger("worker.sink")
 
 Key = tuple[str, int]
+# Share of max_allowed_packet one statement's payload may take: the binary protocol adds
+# a type and a length to every value, which for short values doubles the size.
+PACKET_SHARE = 3
 
 
 @dataclass
@@ -61,13 +75,23 @@ class Sink:
         max_statement_bytes: int,
         statement_timeout_s: float,
         backoff: Backoff | None = None,
+        on_retry: Callable[[int | None], None] | None = None,
     ) -> None:
         self._engine = engine
         self._max_statement_bytes = max_statement_bytes
         self._timeout_s = statement_timeout_s
         self._backoff = backoff or Backoff(base_s=0.2, cap_s=15.0, attempts=8)
+        self._on_retry = on_retry
         self._sql: dict[tuple[str, tuple[str, ...]], str] = {}
         self._mysql = is_mysql(engine)
+        self._packet_limit: int | None = None  # the server's max_allowed_packet, once read
+
+    @property
+    def statement_bytes(self) -> int:
+        """Payload bytes one INSERT may carry: the setting, or less on a small packet limit."""
+        if self._packet_limit is None:
+            return self._max_statement_bytes
+        return min(self._max_statement_bytes, self._packet_limit // PACKET_SHARE)
 
     def insert_sql(self, schema: TableSchema, columns: Sequence[str]) -> str:
         """The INSERT for these columns, with identifiers from the reflected table only."""
@@ -96,6 +120,9 @@ class Sink:
                 log.info("ledger_conflict_retry", attempt=attempt)
                 continue
             except (DBAPIError, OSError, TimeoutError) as exc:
+                errno = mysql_errno(exc)
+                if errno in SCHEMA_ERRORS:
+                    raise SchemaError(f"table {schema.name!r} changed: {exc}"[:500]) from exc
                 kind = classify_error(exc)
                 if kind is not ErrorKind.RETRY or attempt >= self._backoff.attempts:
                     if kind is ErrorKind.RETRY:
@@ -103,8 +130,13 @@ class Sink:
                             f"gave up after {attempt} attempts: {exc!r}"[:500]
                         ) from exc
                     raise
-                if mysql_errno(exc) in DISPOSE_ERRORS or isinstance(exc, TimeoutError):
+                if errno in DISPOSE_ERRORS or is_disconnect(exc):
+                    # Pooled connections may be as dead as this one, or lead to a server that
+                    # is no longer the writer; the next may be another (forget its limit).
                     await self._engine.dispose()
+                    self._packet_limit = None
+                if self._on_retry is not None:
+                    self._on_retry(errno)
                 delay = self._backoff.delay(attempt)
                 log.warning(
                     "db_retry",
@@ -118,6 +150,9 @@ class Sink:
     async def _write_once(self, schema: TableSchema, envelopes: Sequence[Envelope]) -> BatchResult:
         result = BatchResult()
         async with self._engine.connect() as conn, conn.begin():
+            if self._mysql and self._packet_limit is None:
+                limit = await conn.exec_driver_sql("SELECT @@max_allowed_packet")
+                self._packet_limit = int(limit.scalar_one())
             fresh = await self._claim(conn, envelopes, result)
             if fresh:
                 await self._apply(conn, schema, fresh, result)
@@ -176,7 +211,7 @@ class Sink:
             rows.extend(zip(*env.data, strict=True))
             owner.extend([i] * env.row_count)
         raw_bytes = sum(e.raw_bytes for e in fresh) or 1
-        per_statement = max(1, int(len(rows) * self._max_statement_bytes / raw_bytes))
+        per_statement = max(1, int(len(rows) * self.statement_bytes / raw_bytes))
         bad: list[tuple[int, str]] = []
         if rows and await self._try_insert(conn, sql, rows, 0, len(rows), per_statement, result):
             bad = await self._isolate(conn, sql, rows, per_statement, result)
@@ -241,7 +276,7 @@ class Sink:
             # The driver's own exception: wrap it as SQLAlchemy would, so callers see one
             # hierarchy, and drop a connection that is no longer usable.
             wrapped = DBAPIError.instance(sql, None, exc, dbapi.Error, dialect=self._engine.dialect)
-            if classify_error(wrapped) is ErrorKind.RETRY:
+            if is_disconnect(wrapped):
                 await conn.invalidate()
             raise wrapped from exc
 
