@@ -9,12 +9,16 @@ ROWS ?= 1000000
 BENCH_ROWS ?= 1000000
 BENCH_SEED_ROWS ?= 50000
 
-.PHONY: help venv demo test lint format sysdeps docs clean bench
+SOAK_ROWS ?= 5000000
+
+.PHONY: help venv demo test faults soak lint format sysdeps docs clean bench
 
 help:
 	@echo "make demo    - install, generate $(ROWS) rows, run producer + worker on embedded defaults"
 	@echo "make test    - install what is missing (Debian mariadb-server too), lint, run the suite"
 	@echo "make lint    - ruff check, ruff format --check, mypy --strict"
+	@echo "make faults  - only the fault-injection scenarios (tests/faults; part of make test too)"
+	@echo "make soak    - $(SOAK_ROWS) rows, worker SIGKILLed every 30 s, DB restarted twice (not in make test)"
 	@echo "make bench   - benchmark, $(BENCH_ROWS) rows (not part of make test); results in bench/results/"
 
 $(STAMP): pyproject.toml
@@ -42,6 +46,12 @@ format: $(STAMP)
 
 test: sysdeps $(STAMP) lint
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not soak and not bench" tests
+
+faults: sysdeps $(STAMP)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not soak and not bench" tests/faults
+
+soak: sysdeps $(STAMP)
+	SOAK_ROWS=$(SOAK_ROWS) $(BIN)/pytest -m soak -s --timeout 4000 tests/faults/test_soak.py
 
 # One run on a throwaway MariaDB and a moto server process: LOAD DATA ceiling, sink only,
 # end to end, seed-style baseline, CPU/RSS, SQS cost; a table, bench/results/*.json and *.png.

@@ -7,12 +7,14 @@ import signal
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.pipeline import (
     assert_invariant,
     count,
+    drain_queue,
     produce_cli,
     rejected,
     start_worker,
@@ -51,8 +53,17 @@ async def test_100k_rows_through_the_cli(
     assert await count(engine) == 100_000 - data.bad_rows
     await assert_invariant(settings, engine, data.path)
 
-    # Re-running the producer on the finished file sends nothing.
-    again = produce_cli(cli_env, data.path)
+
+async def test_scenario_05_rerun_of_a_finished_file_sends_nothing(
+    tmp_path: Path, settings: Settings, engine: AsyncEngine, cli_env: dict[str, str]
+) -> None:
+    data = generate_csv(tmp_path / "again.csv", 5_000, seed=4)
+    small = {**cli_env, "HEADRACE_PRODUCER__MAX_MESSAGE_BYTES": "32768"}
+    report = produce_cli(small, data.path)
+    drain_queue(cli_env, tmp_path / "worker.log")
+    await assert_invariant(settings, engine, data.path)
+
+    again = produce_cli(small, data.path)
     assert again["already_complete"] is True
     assert again["messages_sent"] == 0
 
@@ -60,23 +71,29 @@ async def test_100k_rows_through_the_cli(
     # the same deterministic keys meet the worker's ledger.
     async with engine.begin() as conn:
         await conn.execute(ingest_runs.delete())
-    resent = produce_cli(cli_env, data.path)
+    resent = produce_cli(small, data.path)
     assert resent["messages_sent"] == report["total_messages"]
     assert resent["run_id"] == report["run_id"]
-    worker = start_worker(cli_env, tmp_path / "worker2.log", "--idle-exit", "3")
-    assert worker.wait(timeout=120) == 0, (tmp_path / "worker2.log").read_text()[-3000:]
-    log = (tmp_path / "worker2.log").read_text()
-    assert '"applied": 0' in log or '"applied":0' in log
-    assert await count(engine) == 100_000 - data.bad_rows
+    drain_queue(cli_env, tmp_path / "worker2.log")
+    flushed = [
+        orjson.loads(line)
+        for line in (tmp_path / "worker2.log").read_text().splitlines()
+        if '"batch_flushed"' in line
+    ]
+    assert sum(f["applied"] for f in flushed) == 0
+    assert sum(f["duplicates"] for f in flushed) == report["total_messages"]
+    assert await count(engine) == 5_000 - data.bad_rows
     await assert_invariant(settings, engine, data.path)
 
 
-async def test_same_message_delivered_twice_is_applied_once(
+async def test_scenario_11_two_workers_get_the_same_messages_concurrently(
     tmp_path: Path, settings: Settings, engine: AsyncEngine, cli_env: dict[str, str]
 ) -> None:
+    """Every message is on the queue twice (at-least-once delivery) and two workers run at
+    once: each key is applied by exactly one of them, the other finds it in the ledger."""
     data = generate_csv(tmp_path / "small.csv", 5_000, seed=5)
-    report = produce_cli(cli_env, data.path, timeout_s=120)
-    # Duplicate every message on the queue, as SQS's at-least-once delivery may.
+    small = {**cli_env, "HEADRACE_PRODUCER__MAX_MESSAGE_BYTES": "32768"}
+    report = produce_cli(small, data.path, timeout_s=120)
     async with sqs_client(settings) as client:
         url = settings.queue_url or ""
         bodies = []
@@ -91,19 +108,17 @@ async def test_same_message_delivered_twice_is_applied_once(
                 bodies.append((m["Body"], m.get("MessageAttributes", {})))
         for body, attrs in bodies:
             await client.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=attrs)  # type: ignore[arg-type]
-    worker = Worker(
-        settings.model_copy(
-            update={"worker": settings.worker.model_copy(update={"idle_exit_s": 2.0})}
-        )
-    )
-    stats = await asyncio.wait_for(worker.run(), timeout=120)
-    assert stats.messages_applied == report["total_messages"]
-    assert stats.messages_duplicate == report["total_messages"]
+    w = settings.worker.model_copy(update={"idle_exit_s": 2.0, "flush_rows": 1000})
+    workers = [Worker(settings.model_copy(update={"worker": w})) for _ in range(2)]
+    both = await asyncio.wait_for(asyncio.gather(*(x.run() for x in workers)), timeout=120)
+    assert all(s.messages_applied > 0 for s in both)  # both really worked
+    assert sum(s.messages_applied for s in both) == report["total_messages"]
+    assert sum(s.messages_duplicate for s in both) == report["total_messages"]
     assert await count(engine, ingest_ledger) == report["total_messages"]
     await assert_invariant(settings, engine, data.path)
 
 
-async def test_bad_rows_go_to_rejected_rows_and_the_rest_is_inserted(
+async def test_scenario_22_bad_rows_bisected_to_rejected_rows_the_rest_inserted(
     tmp_path: Path, settings: Settings, engine: AsyncEngine, cli_env: dict[str, str]
 ) -> None:
     good = "2026-11-22 10:00:{s:02d},7,SKU-{i},12.50,3,true,Lamp {i},"
@@ -139,7 +154,7 @@ async def test_bad_rows_go_to_rejected_rows_and_the_rest_is_inserted(
     await assert_invariant(settings, engine, path)
 
 
-async def test_heartbeat_keeps_a_slow_batch_from_being_redelivered(
+async def test_scenario_10_heartbeat_keeps_a_slow_batch_from_being_redelivered(
     tmp_path: Path, settings: Settings, engine: AsyncEngine, cli_env: dict[str, str], queue: object
 ) -> None:
     data = generate_csv(tmp_path / "hb.csv", 3_000, seed=9)
@@ -165,7 +180,7 @@ async def test_heartbeat_keeps_a_slow_batch_from_being_redelivered(
     await assert_invariant(settings, engine, data.path)
 
 
-async def test_sigterm_mid_run_loses_no_rows(
+async def test_scenario_07_sigterm_mid_run_drains_and_loses_no_rows(
     tmp_path: Path, settings: Settings, engine: AsyncEngine, cli_env: dict[str, str]
 ) -> None:
     data = generate_csv(tmp_path / "term.csv", 30_000, seed=11)

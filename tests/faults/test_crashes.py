@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.moto import QueuePair
-from support.pipeline import assert_invariant, count, produce_cli, start_worker, stop_process
+from support.pipeline import (
+    assert_invariant,
+    count,
+    drain_queue,
+    produce_cli,
+    run_producer,
+    start_worker,
+    stop_process,
+)
 
 from headrace.datagen import generate_csv
 from headrace.settings import Settings
@@ -24,17 +30,22 @@ pytestmark = pytest.mark.slow
 SMALL_MESSAGES = {"HEADRACE_PRODUCER__MAX_MESSAGE_BYTES": "16384"}
 
 
-def _drain(env: dict[str, str], log: Path) -> None:
-    """Run a worker until the queue is empty (in-flight included)."""
-    worker = start_worker(env, log, "--idle-exit", "2")
-    assert worker.wait(timeout=180) == 0, log.read_text()[-3000:]
+async def test_scenario_08_worker_sigkill_before_commit(
+    tmp_path: Path, settings: Settings, engine: AsyncEngine, cli_env: dict[str, str]
+) -> None:
+    await _sigkill_at("worker.before_commit", tmp_path, settings, engine, cli_env)
 
 
-@pytest.mark.parametrize("point", ["worker.before_commit", "worker.after_commit"])
-async def test_worker_sigkill_at_commit_loses_and_doubles_nothing(
+async def test_scenario_09_worker_sigkill_after_commit_before_delete(
+    tmp_path: Path, settings: Settings, engine: AsyncEngine, cli_env: dict[str, str]
+) -> None:
+    await _sigkill_at("worker.after_commit", tmp_path, settings, engine, cli_env)
+
+
+async def _sigkill_at(
     point: str, tmp_path: Path, settings: Settings, engine: AsyncEngine, cli_env: dict[str, str]
 ) -> None:
-    """Scenarios 8 and 9: SIGKILL before the commit, and after it but before the delete."""
+    """SIGKILL at a fail-point, then drain: nothing lost, the redelivery doubles nothing."""
     data = generate_csv(tmp_path / "k.csv", 10_000, seed=31)
     report = produce_cli({**cli_env, **SMALL_MESSAGES}, data.path, timeout_s=120)
     env = {
@@ -49,7 +60,7 @@ async def test_worker_sigkill_at_commit_loses_and_doubles_nothing(
     applied = await count(engine, ingest_ledger)
     assert 0 < applied < report["total_messages"]
     # The messages of the killed batch come back after their visibility timeout.
-    _drain(
+    drain_queue(
         {
             **cli_env,
             "HEADRACE_WORKER__VISIBILITY_TIMEOUT_S": "3",
@@ -69,10 +80,10 @@ async def test_worker_sigkill_at_commit_loses_and_doubles_nothing(
     await assert_invariant(settings, engine, data.path)
 
 
-async def test_producer_crash_mid_file_then_rerun(
+async def test_scenario_01_producer_crash_mid_file_then_rerun(
     tmp_path: Path, settings: Settings, engine: AsyncEngine, cli_env: dict[str, str]
 ) -> None:
-    """Scenario 1: the producer dies after sending, before its checkpoint; a re-run completes."""
+    """The producer dies after sending, before its checkpoint; a re-run completes."""
     data = generate_csv(tmp_path / "p.csv", 20_000, seed=32)
     env = {
         **cli_env,
@@ -80,31 +91,23 @@ async def test_producer_crash_mid_file_then_rerun(
         "HEADRACE_PRODUCER__CHECKPOINT_EVERY_MESSAGES": "5",
         "HEADRACE_FAILPOINT": "producer.after_send:crash@40",
     }
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "producer", str(data.path), "--table", "observations"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = await asyncio.to_thread(run_producer, env, data.path, timeout_s=120)
     assert proc.returncode == -9
     rerun = produce_cli({**cli_env, **SMALL_MESSAGES}, data.path, timeout_s=120)
     assert rerun["messages_skipped"] > 0  # resumed from the checkpoint, not from scratch
-    _drain(cli_env, tmp_path / "w.log")
+    drain_queue(cli_env, tmp_path / "w.log")
     assert await count(engine, ingest_ledger) == rerun["total_messages"]
     await assert_invariant(settings, engine, data.path)
 
 
-async def test_poison_message_goes_to_the_dlq_and_others_are_applied(
+async def test_scenario_21_poison_message_goes_to_the_dlq_and_others_are_applied(
     tmp_path: Path,
     settings: Settings,
     engine: AsyncEngine,
     cli_env: dict[str, str],
     queue: QueuePair,
 ) -> None:
-    """Scenario 21: an undecodable body is never deleted by the worker; SQS moves it to the DLQ."""
+    """An undecodable body is never deleted by the worker; SQS moves it to the DLQ."""
     data = generate_csv(tmp_path / "ok.csv", 3_000, seed=33)
     async with sqs_client(settings) as client:
         await client.send_message(QueueUrl=queue.queue_url, MessageBody="this is not an envelope")
@@ -159,5 +162,5 @@ async def test_a_dying_loop_stops_the_worker_and_loses_nothing(
     finally:
         failpoints.reset("")
     assert stats.task_failures == 1
-    _drain(cli_env, tmp_path / "drain.log")  # whatever it held went back to the queue
+    drain_queue(cli_env, tmp_path / "drain.log")  # whatever it held went back to the queue
     await assert_invariant(settings, engine, data.path)

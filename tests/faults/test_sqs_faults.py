@@ -8,8 +8,6 @@ between headrace and moto and injects the faults; every test checks that they we
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ from support.pipeline import (
     count,
     drain_queue,
     produce_cli,
+    run_producer,
     start_worker,
 )
 from support.sqsproxy import SqsProxy
@@ -128,15 +127,7 @@ async def test_scenario_02_sender_fault_stops_the_run_with_a_clear_error(
     rule = sqs_proxy.fail_entries(
         "SendMessageBatch", skip=3, times=1, code="InvalidMessageContents", sender_fault=True
     )
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "producer", str(data.path), "--table", "observations"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = await asyncio.to_thread(run_producer, env, data.path, timeout_s=120)
     assert rule.fired == 1
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "headrace: error: SQS refused message seq=" in proc.stderr

@@ -25,6 +25,7 @@ __all__ = [
     "drain_queue",
     "produce_cli",
     "rejected",
+    "run_producer",
     "start_worker",
     "stop_process",
     "wait_for_ledger",
@@ -55,17 +56,11 @@ async def assert_invariant(settings: Settings, engine: AsyncEngine, source: Path
     assert report.ok, f"{report.line()} {report}"
 
 
-def produce_cli(
-    env: dict[str, str],
-    source: Path | str,
-    *extra: str,
-    timeout_s: float = 300,
-    log_path: Path | None = None,
-) -> dict[str, Any]:
-    """`python -m producer SOURCE --table observations`; returns its JSON report.
-
-    ``log_path`` keeps the producer's log (stderr)."""
-    proc = subprocess.run(
+def run_producer(
+    env: dict[str, str], source: Path | str, *extra: str, timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`python -m producer SOURCE --table observations`, whatever its exit code."""
+    return subprocess.run(
         [sys.executable, "-m", "producer", str(source), "--table", "observations", *extra],
         env=env,
         capture_output=True,
@@ -73,6 +68,19 @@ def produce_cli(
         timeout=timeout_s,
         check=False,
     )
+
+
+def produce_cli(
+    env: dict[str, str],
+    source: Path | str,
+    *extra: str,
+    timeout_s: float = 300,
+    log_path: Path | None = None,
+) -> dict[str, Any]:
+    """Run the producer, which must succeed; returns its JSON report.
+
+    ``log_path`` keeps the producer's log (stderr)."""
+    proc = run_producer(env, source, *extra, timeout_s=timeout_s)
     if log_path is not None:
         log_path.write_text(proc.stderr)
     assert proc.returncode == 0, f"producer exited {proc.returncode}:\n{proc.stderr[-4000:]}"
