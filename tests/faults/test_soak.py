@@ -105,9 +105,9 @@ async def test_soak_worker_killed_every_30_s_and_database_restarted_twice(
         while True:
             await asyncio.sleep(0.5)
             if report is None and producer.poll() is not None:
+                out, _ = producer.communicate()
                 assert producer.returncode == 0, (tmp_path / "producer.log").read_text()[-3000:]
-                assert producer.stdout is not None
-                report = orjson.loads(producer.stdout.read())
+                report = orjson.loads(out)
             if report is not None and await _ledger_rows(settings) == report["total_messages"]:
                 break
             now = time.monotonic()
@@ -127,8 +127,9 @@ async def test_soak_worker_killed_every_30_s_and_database_restarted_twice(
             assert now - started < 3600, "soak did not finish within an hour"
     finally:
         stop_process(worker)
-        if producer.poll() is None:
+        if report is None:  # not reaped above: stop it, reap it, close its stdout pipe
             producer.kill()
+            producer.communicate()
     elapsed = time.monotonic() - started
     assert report is not None
 
