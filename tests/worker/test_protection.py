@@ -67,6 +67,15 @@ async def running(protection: TaskProtection) -> AsyncIterator[asyncio.Task[None
         await protection.close()
 
 
+async def _told(p: TaskProtection, enabled: bool) -> None:
+    """Wait until ``p`` has the agent's answer: the fake agent records a call when it
+    receives it, a little before the client has read the response."""
+    deadline = time.monotonic() + 10
+    while p.enabled is not enabled:
+        assert time.monotonic() < deadline, f"protection never became {enabled}"
+        await asyncio.sleep(0.01)
+
+
 # --- the class against the fake agent --------------------------------------------------------
 
 
@@ -85,6 +94,7 @@ async def test_on_while_held_renewed_then_off_after_idle(agent: FakeEcsAgent) ->
         assert off.body == OFF
         assert off.at - released >= 0.29  # debounced, not per batch
         assert all(c.ok for c in agent.calls)
+        await _told(p, False)
         assert (p.enabled, p.disables, p.failures) == (False, 1, 0)
         assert p.enables == len(agent.calls) - 1
         assert not task.done()
@@ -126,7 +136,7 @@ async def test_unknown_state_at_start_is_turned_off_once(agent: FakeEcsAgent) ->
     p = TaskProtection(agent.uri, _inflight(), expires_min=15, idle_s=0.1)
     async with running(p):
         await agent.wait_for(lambda calls: len(calls) == 1)
-        assert p.enabled is False
+        await _told(p, False)
     assert [c.body for c in agent.calls] == [OFF]
 
 
@@ -141,6 +151,7 @@ async def test_agent_errors_are_retried_with_backoff(agent: FakeEcsAgent) -> Non
         await agent.wait_for(lambda calls: any(c.ok for c in calls))
         assert [c.failure for c in agent.calls] == ["500", "failure", "garbage", None]
         assert [c.body for c in agent.calls] == [ON] * 4
+        await _told(p, True)
         assert (p.enabled, p.enables, p.failures) == (True, 1, 3)
         assert not task.done()
 
@@ -157,7 +168,7 @@ async def test_a_hanging_agent_times_out(agent: FakeEcsAgent) -> None:
             await p.settled()
         assert p.failures == 1
         await agent.wait_for(lambda calls: any(c.ok and c.enabled for c in calls))
-        assert p.enabled is True
+        await _told(p, True)
 
 
 async def test_an_unreachable_agent_never_raises() -> None:
