@@ -120,11 +120,7 @@ def is_disconnect(exc: BaseException) -> bool:
 
 
 def classify_error(exc: BaseException) -> ErrorKind:
-    if isinstance(exc, TimeoutError | ConnectionError | OSError):
-        return ErrorKind.RETRY
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return ErrorKind.RETRY
-    if isinstance(exc, sa.exc.InterfaceError):  # the connection, not the statement, is broken
+    if is_disconnect(exc):
         return ErrorKind.RETRY
     errno = mysql_errno(exc)
     if errno is not None:

@@ -248,8 +248,10 @@ class Worker:
         try:
             env = decode(raw.get("Body", ""), dict(raw.get("MessageAttributes", {})))
             schema = await self._schema(env.table)
-            if _column_mismatch(schema, env.columns) is not None:  # a column added since?
+            drift = _column_mismatch(schema, env.columns)
+            if drift is not None:  # a column added since the table was read?
                 schema = await self._schema(env.table, refresh=True)
+                drift = _column_mismatch(schema, env.columns)
         except (EnvelopeError, SchemaError) as exc:
             await self._poison(raw, receive_count, exc)
             return
@@ -265,7 +267,6 @@ class Worker:
             deadline=received_at + self.settings.worker.visibility_timeout_s,
         )
         self._inflight.add(message)
-        drift = _column_mismatch(schema, env.columns)
         if drift is not None:
             self._park(Batch(env.table, env.columns, [message]), drift)
             return

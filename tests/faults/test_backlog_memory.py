@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.pipeline import assert_invariant, produce_cli, start_worker
 
+from bench.procs import proc_hwm_kb
 from headrace.datagen import generate_csv
 from headrace.settings import Settings
 from headrace.tables import ingest_ledger, observations, rejected_rows
@@ -32,18 +33,6 @@ MAX_RATIO = 1.25
 MAX_PEAK_MB = 160
 
 
-def _hwm_kb(pid: int) -> int:
-    """Peak RSS (VmHWM, KiB) of a live process; 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 async def _drain_measured(env: dict[str, str], log: Path) -> tuple[float, dict[str, Any]]:
     """Run a worker until the queue is empty; its peak RSS (MB) and `worker_stopped` line.
 
@@ -54,7 +43,7 @@ async def _drain_measured(env: dict[str, str], log: Path) -> tuple[float, dict[s
     peak_kb = 0
     deadline = time.monotonic() + 120
     while proc.poll() is None:
-        peak_kb = max(peak_kb, _hwm_kb(proc.pid))
+        peak_kb = max(peak_kb, proc_hwm_kb(proc.pid))
         if time.monotonic() > deadline:
             proc.kill()
             proc.wait()

@@ -20,14 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from structlog.testing import capture_logs
 from support.mariadb import MariaDBServer
 from support.moto import QueuePair
-from support.pipeline import assert_invariant, cli_env_for, count, produce_cli
+from support.pipeline import assert_invariant, cli_env_for, count, produce_cli, queued
 from support.tcpproxy import TcpProxy
 
 from headrace import failpoints
 from headrace.datagen import GeneratedFile, generate_csv
 from headrace.db import create_engine, migrate
 from headrace.settings import Settings
-from headrace.sqs import sqs_client
 from headrace.tables import ingest_ledger, rejected_rows
 from worker.app import Worker, WorkerStats
 
@@ -475,7 +474,7 @@ async def test_scenario_23_schema_drift_keeps_the_messages(
     sent to the DLQ, receiving stops; once the column is back the run completes."""
     settings = _fast(settings)
     data = _fill_queue(settings, tmp_path / "s.csv", 10_000, seed=30)
-    total = await _queued(settings, queue.queue_url)
+    total = await queued(settings, queue.queue_url)
 
     async def alter(sql: str) -> None:
         async with engine.begin() as conn:
@@ -497,24 +496,9 @@ async def test_scenario_23_schema_drift_keeps_the_messages(
     assert worker.stats.receives == receives  # not receiving: no receive counts burnt
     assert await count(engine, ingest_ledger) == applied  # nothing more applied or deleted
     assert await count(engine, rejected_rows) == rejected  # nor rejected
-    assert await _queued(settings, queue.dlq_url) == 0  # nor sent to the DLQ
-    assert await _queued(settings, queue.queue_url) == total - applied  # all kept
+    assert await queued(settings, queue.dlq_url) == 0  # nor sent to the DLQ
+    assert await queued(settings, queue.queue_url) == total - applied  # all kept
     await alter("ALTER TABLE observations RENAME COLUMN remark TO note")
     stats = await asyncio.wait_for(run, timeout=120)
     assert stats.messages_poison == 0
     await assert_invariant(settings, engine, data.path)
-
-
-async def _queued(settings: Settings, url: str) -> int:
-    """Messages in a queue, visible or not."""
-    async with sqs_client(settings) as client:
-        attrs = (
-            await client.get_queue_attributes(
-                QueueUrl=url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )
-        )["Attributes"]
-    return sum(int(v) for v in attrs.values())

@@ -28,13 +28,13 @@ from support.pipeline import (
     count,
     drain_queue,
     produce_cli,
+    queued,
     rejected,
     run_producer,
 )
 
 from headrace.datagen import HEADER
 from headrace.settings import Settings
-from headrace.sqs import sqs_client
 from headrace.tables import observations
 
 pytestmark = pytest.mark.slow
@@ -67,18 +67,27 @@ def _refused(env: dict[str, str], source: Path) -> str:
     return proc.stderr
 
 
-async def _queued(settings: Settings, queue: QueuePair) -> int:
-    async with sqs_client(settings) as client:
-        attrs = await client.get_queue_attributes(
-            QueueUrl=queue.queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )
-    return sum(int(v) for v in attrs["Attributes"].values())
-
-
 async def _nothing_sent(settings: Settings, engine: AsyncEngine, queue: QueuePair) -> None:
-    assert await _queued(settings, queue) == 0
+    assert await queued(settings, queue.queue_url) == 0
     assert await count(engine) == 0
+
+
+async def _header_refused(
+    header: str,
+    where: str,
+    what: str,
+    tmp_path: Path,
+    settings: Settings,
+    engine: AsyncEngine,
+    queue: QueuePair,
+    env: dict[str, str],
+) -> None:
+    """A file with this header is refused at ``file{where}`` saying ``what``; nothing sent."""
+    source = _csv(tmp_path / "h.csv", [_row(i) for i in range(50)], header=header)
+    err = _refused(env, source)
+    assert f"{source.resolve()}{where}" in err
+    assert what in err
+    await _nothing_sent(settings, engine, queue)
 
 
 async def _load(
@@ -116,11 +125,7 @@ async def test_scenario_28_header_naming_a_column_not_in_the_table(
     queue: QueuePair,
     cli_env: dict[str, str],
 ) -> None:
-    source = _csv(tmp_path / "h.csv", [_row(i) for i in range(50)], header=header)
-    err = _refused(cli_env, source)
-    assert f"{source.resolve()}{where}" in err
-    assert what in err
-    await _nothing_sent(settings, engine, queue)
+    await _header_refused(header, where, what, tmp_path, settings, engine, queue, cli_env)
     async with engine.connect() as conn:  # the table is still there, untouched
         assert await conn.run_sync(lambda c: sa.inspect(c).has_table("observations"))
 
@@ -144,11 +149,7 @@ async def test_scenario_29_duplicate_empty_or_bom_headers_are_refused(
     queue: QueuePair,
     cli_env: dict[str, str],
 ) -> None:
-    source = _csv(tmp_path / "h.csv", [_row(i) for i in range(50)], header=header)
-    err = _refused(cli_env, source)
-    assert f"{source.resolve()}{where}" in err
-    assert what in err
-    await _nothing_sent(settings, engine, queue)
+    await _header_refused(header, where, what, tmp_path, settings, engine, queue, cli_env)
 
 
 async def test_scenario_29_one_bom_before_the_header_is_accepted(

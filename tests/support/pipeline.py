@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headrace.settings import Settings
+from headrace.sqs import sqs_client
 from headrace.tables import ingest_ledger, observations, rejected_rows
 from headrace.verify import verify_source
 
@@ -24,6 +25,7 @@ __all__ = [
     "count",
     "drain_queue",
     "produce_cli",
+    "queued",
     "rejected",
     "run_producer",
     "start_worker",
@@ -144,6 +146,16 @@ async def wait_for_ledger(
         if time.monotonic() > deadline:
             raise AssertionError(f"only {n}/{messages} messages applied after {timeout_s} s")
         await asyncio.sleep(0.1)
+
+
+async def queued(settings: Settings, queue_url: str) -> int:
+    """Messages in a queue, visible or in flight."""
+    async with sqs_client(settings) as client:
+        resp = await client.get_queue_attributes(
+            QueueUrl=queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+    return sum(int(v) for v in resp["Attributes"].values())
 
 
 async def rejected(engine: AsyncEngine) -> list[tuple[int, str, str]]:

@@ -30,21 +30,20 @@ import asyncio
 import contextlib
 import json
 import random
-import socket
-import struct
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
 
+from support.loopthread import LoopThread, reset
+
 __all__ = ["Rule", "SqsProxy"]
 
-T = TypeVar("T")
 Outage = Literal["refuse", "503"]
 
 JSON_TYPE = "application/x-amz-json-1.0"
@@ -94,8 +93,9 @@ class Rule:
         return n > 0 and n % self.every == 0 and (self.times is None or self.fired < self.times)
 
 
-class SqsProxy:
+class SqsProxy(LoopThread):
     def __init__(self, upstream: str) -> None:
+        super().__init__()
         self.upstream = upstream.rstrip("/")
         self.requests: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
@@ -108,31 +108,9 @@ class SqsProxy:
         self._stale = False
         self._latest: dict[str, str] = {}  # message id -> receipt handle of its last receive
         self._handles: dict[str, str] = {}  # receipt handle -> message id
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._web: web.Server | None = None
         self._listener: asyncio.Server | None = None
         self._session: aiohttp.ClientSession | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> SqsProxy:
-        self._thread.start()
-        self._call(self._start())
-        return self
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self._call(self._stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
-
-    def __enter__(self) -> SqsProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def endpoint_url(self) -> str:
@@ -237,10 +215,6 @@ class SqsProxy:
             self._rules.append(rule)
         return rule
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return future.result(timeout=10)
-
     async def _start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=90)
         self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=True)
@@ -273,7 +247,7 @@ class SqsProxy:
         if self._web is not None:
             for handler in self._web.connections:
                 if handler.transport is not None:
-                    _reset(handler.transport)
+                    reset(handler.transport)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         body = await request.content.read()
@@ -388,12 +362,3 @@ def _error(status: int, code: str, message: str, *, sender: bool) -> web.Respons
             "x-amzn-RequestId": str(uuid.uuid4()),
         },
     )
-
-
-def _reset(transport: asyncio.BaseTransport) -> None:
-    """Close with RST (SO_LINGER 0): the client sees the connection die, not a clean close."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()  # type: ignore[attr-defined]

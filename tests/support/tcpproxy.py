@@ -18,21 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import struct
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+
+from support.loopthread import LoopThread, reset
 
 __all__ = ["TcpProxy"]
 
 
-class TcpProxy:
+class TcpProxy(LoopThread):
     def __init__(self, host: str, port: int) -> None:
+        super().__init__()
         self._target = (host, port)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._flowing: asyncio.Event | None = None
@@ -43,27 +40,6 @@ class TcpProxy:
         self.bytes_down = 0  # server → client
         self.cuts = 0  # connections cut by cut_after
         self._handlers: set[asyncio.Task[None]] = set()
-
-    # --- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> TcpProxy:
-        self._thread.start()
-        self._call(self._start())
-        return self
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self._call(self._stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        if not self._thread.is_alive():
-            self._loop.close()
-
-    def __enter__(self) -> TcpProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -113,9 +89,6 @@ class TcpProxy:
         assert self._flowing is not None
         return self._flowing
 
-    def _call(self, coro: Coroutine[Any, Any, int]) -> int:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
-
     async def _start(self) -> int:
         self._flowing = asyncio.Event()
         self._flowing.set()
@@ -136,7 +109,7 @@ class TcpProxy:
     async def _cut(self) -> int:
         writers, self._writers = list(self._writers), set()
         for w in writers:
-            _reset(w)
+            reset(w.transport)
         return len(writers) // 2
 
     async def _track(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
@@ -152,12 +125,12 @@ class TcpProxy:
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         if self._refusing:
-            _reset(client_w)
+            reset(client_w.transport)
             return
         try:
             server_r, server_w = await asyncio.open_connection(*self._target)
         except OSError:
-            _reset(client_w)
+            reset(client_w.transport)
             return
         self.connections += 1
         arm = self._arm
@@ -180,7 +153,7 @@ class TcpProxy:
             await asyncio.gather(*pipes, return_exceptions=True)
             for w in (client_w, server_w):
                 self._writers.discard(w)
-                _reset(w)
+                reset(w.transport)
 
     async def _pipe(
         self,
@@ -223,12 +196,3 @@ class _Arm:
 
     nbytes: int
     fired: bool = False
-
-
-def _reset(writer: asyncio.StreamWriter) -> None:
-    """Close with RST (SO_LINGER 0), not FIN: the peer sees a hard connection loss."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
