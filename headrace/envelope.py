@@ -255,8 +255,10 @@ def decode(body: str, attributes: dict[str, Any] | None = None) -> Envelope:
         raise EnvelopeError("malformed run id")
     if not (isinstance(seq, int) and seq >= 0 and isinstance(table, str) and table):
         raise EnvelopeError("malformed seq or table")
-    if not (isinstance(cols, list) and cols and all(isinstance(c, str) for c in cols)):
+    if not (isinstance(cols, list) and cols and all(isinstance(c, str) and c for c in cols)):
         raise EnvelopeError("malformed column list")
+    if len(set(cols)) != len(cols):
+        raise EnvelopeError("a column is named twice")
     if len(lines) != n:
         raise EnvelopeError("row and line counts differ")
     if not (isinstance(data, list) and len(data) == len(cols)):

@@ -1,6 +1,8 @@
 """Rows buffered across messages, flushed as one batch by rows, bytes or age.
 
-Messages are grouped by (table, columns): one batch becomes one bulk INSERT statement shape.
+Messages are grouped by table and set of columns: one batch becomes one bulk INSERT statement
+shape (the sink arranges each message's values in the statement's column order, so files whose
+headers list the same columns in different orders share batches).
 A message is never split across batches, so its rows and its ledger entry commit together.
 """
 
@@ -39,7 +41,7 @@ class Buffer:
     def add(self, message: Message) -> Batch | None:
         """Buffer a message; returns a batch that became full, if any."""
         env = message.envelope
-        key = (env.table, env.columns)
+        key = (env.table, tuple(sorted(env.columns)))
         batch = self._open.get(key)
         if batch is None:
             batch = self._open[key] = Batch(env.table, env.columns)

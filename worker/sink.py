@@ -82,7 +82,7 @@ class Sink:
         self._timeout_s = statement_timeout_s
         self._backoff = backoff or Backoff(base_s=0.2, cap_s=15.0, attempts=8)
         self._on_retry = on_retry
-        self._sql: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._sql: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
         self._mysql = is_mysql(engine)
         self._packet_limit: int | None = None  # the server's max_allowed_packet, once read
 
@@ -93,20 +93,24 @@ class Sink:
             return self._max_statement_bytes
         return min(self._max_statement_bytes, self._packet_limit // PACKET_SHARE)
 
-    def insert_sql(self, schema: TableSchema, columns: Sequence[str]) -> str:
-        """The INSERT for these columns, with identifiers from the reflected table only."""
-        key = (schema.name, tuple(columns))
-        sql = self._sql.get(key)
-        if sql is None:
+    def insert_sql(
+        self, schema: TableSchema, columns: Sequence[str]
+    ) -> tuple[str, tuple[str, ...]]:
+        """The INSERT for this set of columns and the order its placeholders take.
+
+        Identifiers come from the reflected table only (``specs_for`` refuses any other
+        name). The statement lists the columns in the table's order, whatever order a
+        message carries them in: :meth:`_apply` arranges each message's values to match.
+        """
+        key = (schema.name, tuple(sorted(columns)))
+        cached = self._sql.get(key)
+        if cached is None:
             schema.specs_for(columns)  # raises SchemaError for a column not in the table
             stmt = sa.insert(schema.table)
             compiled = stmt.compile(dialect=self._engine.dialect, column_keys=list(columns))
-            order = compiled.positiontup or []
-            if list(order) != list(columns):
-                raise AssertionError(f"compiled column order {order} differs from {columns}")
-            sql = str(compiled)
-            self._sql[key] = sql
-        return sql
+            cached = (str(compiled), tuple(compiled.positiontup or ()))
+            self._sql[key] = cached
+        return cached
 
     async def write(self, schema: TableSchema, envelopes: Sequence[Envelope]) -> BatchResult:
         """Apply a batch exactly once (retrying transient errors), or raise."""
@@ -203,13 +207,12 @@ class Sink:
     async def _apply(
         self, conn: AsyncConnection, schema: TableSchema, fresh: list[Envelope], result: BatchResult
     ) -> None:
-        columns = fresh[0].columns
-        sql = self.insert_sql(schema, columns)
+        sql, order = self.insert_sql(schema, fresh[0].columns)
         rows: list[Sequence[str | None]] = []
-        owner: list[int] = []
+        owner: list[tuple[int, int]] = []  # (message, row within it) of every row
         for i, env in enumerate(fresh):
-            rows.extend(zip(*env.data, strict=True))
-            owner.extend([i] * env.row_count)
+            rows.extend(zip(*_arranged(env, order), strict=True))
+            owner.extend((i, k) for k in range(env.row_count))
         raw_bytes = sum(e.raw_bytes for e in fresh) or 1
         per_statement = max(1, int(len(rows) * self.statement_bytes / raw_bytes))
         bad: list[tuple[int, str]] = []
@@ -220,13 +223,13 @@ class Sink:
             for r in env.rejects:
                 rejects.append(self._reject_row(env, r.line, r.raw, r.reason, "producer"))
         bad_per_message = [0] * len(fresh)
-        lines = [line for env in fresh for line in env.lines]
         for index, reason in bad:
-            env = fresh[owner[index]]
-            bad_per_message[owner[index]] += 1
-            rejects.append(
-                self._reject_row(env, lines[index], row_text(rows[index]), reason, "worker")
-            )
+            i, k = owner[index]
+            env = fresh[i]
+            bad_per_message[i] += 1
+            # The raw text keeps the message's own column order (the source's header order).
+            raw = row_text([col[k] for col in env.data])
+            rejects.append(self._reject_row(env, env.lines[k], raw, reason, "worker"))
         if rejects:
             await conn.execute(rejected_rows.insert(), rejects)
         for i, count in enumerate(bad_per_message):
@@ -330,3 +333,13 @@ class Sink:
                 stack.append((mid, hi))
                 stack.append((lo, mid))
         return bad
+
+
+def _arranged(env: Envelope, order: Sequence[str]) -> list[list[str | None]]:
+    """The message's columns in ``order`` (the statement's), whatever order it carries them in."""
+    if tuple(order) == env.columns:
+        return env.data
+    # Every message of a batch carries the same set of columns (the buffer groups them so)
+    # and no name twice (decode refuses that), so this is a permutation.
+    index = {name: i for i, name in enumerate(env.columns)}
+    return [env.data[index[name]] for name in order]

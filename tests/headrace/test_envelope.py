@@ -418,6 +418,8 @@ _POISON: list[Any] = [
     pytest.param(orjson.dumps(_doc(table="")).decode(), None, id="empty-table"),
     pytest.param(orjson.dumps(_doc(cols=[])).decode(), None, id="no-columns"),
     pytest.param(orjson.dumps(_doc(cols=["a", 2])).decode(), None, id="column-not-text"),
+    pytest.param(orjson.dumps(_doc(cols=["a", "a"])).decode(), None, id="column-named-twice"),
+    pytest.param(orjson.dumps(_doc(cols=["a", ""])).decode(), None, id="empty-column-name"),
     pytest.param(orjson.dumps(_doc(rej=[[5, "raw"]])).decode(), None, id="short-reject"),
     pytest.param(orjson.dumps(_doc(rej=[["x", "raw", "r"]])).decode(), None, id="reject-line"),
 ]

@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support.pipeline import count, rejected
 
 from headrace.envelope import Envelope
-from headrace.schema import Reject, reflect_table
-from headrace.tables import ingest_ledger, observations
+from headrace.schema import Reject, reflect_table, row_text
+from headrace.tables import ingest_ledger, observations, rejected_rows
 from worker.sink import Sink
 
 COLS = ("observed_at", "bot_id", "sku", "price", "quantity", "in_stock", "title", "note")
@@ -117,3 +117,33 @@ async def test_values_are_not_coerced(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         skus = (await conn.execute(sa.select(observations.c.sku))).scalars().all()
     assert skus == ["SKU-000000"]
+
+
+async def test_messages_with_columns_in_any_order_share_one_batch(engine: AsyncEngine) -> None:
+    """Each message's values are arranged in the statement's order (issue 9)."""
+    sink, schema = await _sink(engine)
+    order = [5, 2, 0, 7, 1, 4, 3, 6]  # a header that is not the table's order
+    rows = [_row(i, quantity=str(i)) for i in range(20)]
+    rows[15] = _row(15, quantity="70000")  # refused by the database: bisected out
+    plain = _env(0, rows[:10])
+    shuffled = Envelope.from_rows(
+        RUN,
+        1,
+        "observations",
+        tuple(COLS[i] for i in order),
+        "test.csv",
+        [[r[i] for i in order] for r in rows[10:]],
+        list(range(12, 22)),
+        raw_bytes=1000,
+    )
+    result = await sink.write(schema, [shuffled, plain])  # type: ignore[arg-type]
+    assert result.rows_inserted == 19
+    c = observations.c
+    async with engine.connect() as conn:
+        got = (await conn.execute(sa.select(c.sku, c.quantity, c.title, c.note))).all()
+        reject = (await conn.execute(sa.select(rejected_rows.c.line, rejected_rows.c.raw))).one()
+    assert sorted(tuple(r) for r in got) == [
+        (f"SKU-{i:06d}", i, f"item {i}", None) for i in range(20) if i != 15
+    ]
+    assert reject.line == 17
+    assert reject.raw == row_text([rows[15][i] for i in order])  # the message's own order
