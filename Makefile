@@ -10,13 +10,14 @@ BENCH_ROWS ?= 1000000
 BENCH_SEED_ROWS ?= 50000
 
 SOAK_ROWS ?= 5000000
+PY_PATHS := headrace producer worker cli migrations tests bench scripts
 
 .PHONY: help venv demo test faults soak lint format sysdeps docs clean bench
 
 help:
 	@echo "make demo    - install, generate $(ROWS) rows, run producer + worker on embedded defaults"
 	@echo "make test    - install what is missing (Debian mariadb-server too), lint, run the suite"
-	@echo "make lint    - ruff check, ruff format --check, mypy --strict"
+	@echo "make lint    - ruff check, ruff format --check, mypy --strict, import layer contracts"
 	@echo "make faults  - only the fault-injection scenarios (tests/faults; part of make test too)"
 	@echo "make soak    - $(SOAK_ROWS) rows, worker SIGKILLed every 30 s, DB restarted twice (not in make test)"
 	@echo "make bench   - benchmark, $(BENCH_ROWS) rows (not part of make test); results in bench/results/"
@@ -36,13 +37,14 @@ sysdeps:
 	bash scripts/ensure-system-deps.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check headrace producer worker migrations tests bench scripts
-	$(BIN)/ruff format --check headrace producer worker migrations tests bench scripts
+	$(BIN)/ruff check $(PY_PATHS)
+	$(BIN)/ruff format --check $(PY_PATHS)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
-	$(BIN)/ruff format headrace producer worker migrations tests bench scripts
-	$(BIN)/ruff check --fix headrace producer worker migrations tests bench scripts
+	$(BIN)/ruff format $(PY_PATHS)
+	$(BIN)/ruff check --fix $(PY_PATHS)
 
 test: sysdeps $(STAMP) lint
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not soak and not bench" tests

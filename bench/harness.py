@@ -4,8 +4,8 @@ Paths (rows/s always counts *source* rows, bad ones included, over wall time):
 
 1. ceiling: ``LOAD DATA LOCAL INFILE`` of the same CSV, 1 connection and 2 in parallel;
 2. sink only: :meth:`worker.sink.Sink.write` on pre-decoded batches, 1/2/4 concurrent sinks;
-3. end to end: ``python -m producer`` + 1 or 2 ``python -m worker`` processes through moto,
-   from the producer's start to the last commit, then :func:`headrace.verify.verify_source`;
+3. end to end: ``headrace produce`` + 1 or 2 ``headrace worker`` processes through moto,
+   from the producer's start to the last commit, then :func:`cli.verify.verify_source`;
 4. seed-style: the old pipeline's shape (:mod:`bench.seed`) on a smaller file;
 5. CPU seconds and peak RSS of every producer and worker process (``wait4``), and the
    producer's peak RSS on a file ``--rss-multiplier`` times larger;
@@ -59,13 +59,18 @@ from support.moto import (  # noqa: E402
     create_queue_pair,
 )
 
-from headrace.datagen import generate_csv  # noqa: E402
+from cli.datagen import (  # noqa: E402
+    create_example_table,
+    generate_csv,
+    observations,
+)
+from cli.verify import verify_source  # noqa: E402
 from headrace.db import STRICT_SQL_MODE, create_engine, migrate  # noqa: E402
-from headrace.envelope import Envelope, Packer, decode  # noqa: E402
+from headrace.envelope import Envelope, decode  # noqa: E402
 from headrace.schema import reflect_table  # noqa: E402
 from headrace.settings import Settings, load_settings  # noqa: E402
-from headrace.tables import ingest_ledger, ingest_runs, observations, rejected_rows  # noqa: E402
-from headrace.verify import verify_source  # noqa: E402
+from headrace.tables import ingest_ledger, ingest_runs, rejected_rows  # noqa: E402
+from producer.packer import Packer  # noqa: E402
 
 __all__ = ["Options", "main", "parse_args", "run_bench"]
 
@@ -346,7 +351,7 @@ async def _decoded_batches(ctx: Context) -> tuple[list[list[Envelope]], int]:
     message) and decoded by :func:`headrace.envelope.decode`; grouped into batches the way
     the worker's buffer does (a batch is cut once it holds ``flush_rows`` rows)."""
     from producer.reader import CsvReader
-    from producer.source import open_source
+    from producer.sources import open_source
 
     p = ctx.settings.producer
     async with ctx.engine.connect() as conn:
@@ -606,7 +611,9 @@ async def stage_e2e(ctx: Context, workers: int) -> dict[str, Any]:
     url = await ctx.new_queue(f"bench-e2e{workers}")
     env = {**ctx.env, "HEADRACE_QUEUE_URL": url}
     timeout = ctx.opts.stage_timeout_s
-    procs = [ctx.child(f"worker{workers}-{i}", ["-m", "worker"], env) for i in range(workers)]
+    procs = [
+        ctx.child(f"worker{workers}-{i}", ["-m", "cli", "worker"], env) for i in range(workers)
+    ]
     producer: Child | None = None
     watch = _LedgerWatch(ctx.engine)
     profiler = _Profiler(ctx.opts.py_spy_dir if workers == ctx.opts.e2e_workers[0] else None)
@@ -619,7 +626,9 @@ async def stage_e2e(ctx: Context, workers: int) -> dict[str, Any]:
         cpu_before = ctx.cpu_now(*procs)
         started = time.monotonic()
         producer = ctx.child(
-            f"producer-e2e{workers}", ["-m", "producer", str(ctx.csv_path), "--table", TABLE], env
+            f"producer-e2e{workers}",
+            ["-m", "cli", "produce", str(ctx.csv_path), "--table", TABLE],
+            env,
         )
         cpu_before[producer.name] = 0.0
         profiler.attach(producer)
@@ -824,7 +833,9 @@ async def stage_producer_big(ctx: Context) -> None:
     await ctx.truncate()
     url = await ctx.new_queue("bench-big")
     env = {**ctx.env, "HEADRACE_QUEUE_URL": url}
-    producer = ctx.child(f"producer-{k}x", ["-m", "producer", str(big), "--table", TABLE], env)
+    producer = ctx.child(
+        f"producer-{k}x", ["-m", "cli", "produce", str(big), "--table", TABLE], env
+    )
     try:
         usage = await producer.wait(ctx.opts.stage_timeout_s * k)
     finally:
@@ -901,6 +912,7 @@ async def _context(opts: Options, console: Console, work: Path) -> AsyncIterator
         env = _child_env(env, settings)
         engine = create_engine(settings, pool_size=4)
         await migrate(engine)
+        await create_example_table(engine)
         _log(
             console,
             f"mariadbd {mariadb.port} (pid {mariadb.pid}), moto {endpoint} (pid {moto.pid}), "

@@ -42,10 +42,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from cli.datagen import observations
 from headrace.runtime import run
 from headrace.settings import Settings, load_settings
 from headrace.sqs import request_counts, sqs_client
-from headrace.tables import observations
 
 __all__ = ["main"]
 

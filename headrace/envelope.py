@@ -28,7 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,16 +36,18 @@ import orjson
 import zstandard
 
 from headrace.errors import EnvelopeError
-from headrace.schema import Reject, drop_indices, row_text
+from headrace.schema import Reject
 
 __all__ = [
     "ATTRIBUTE_RESERVE_BYTES",
     "VERSION",
     "EncodedMessage",
     "Envelope",
-    "Packer",
+    "assemble",
     "decode",
     "encode",
+    "header",
+    "seal",
 ]
 
 VERSION = 1
@@ -148,11 +150,12 @@ def _expand(runs: Iterable[Sequence[int]], limit: int) -> list[int]:
     return out
 
 
-def _header(env_meta: dict[str, Any]) -> bytes:
+def header(env_meta: dict[str, Any]) -> bytes:
+    """The envelope's fixed fields as JSON, left open for :func:`assemble` to complete."""
     return orjson.dumps(env_meta)[:-1]  # without the closing brace
 
 
-def _assemble(
+def assemble(
     meta: bytes,
     data: Sequence[Sequence[str | None]] | bytes,
     lines: Sequence[int],
@@ -175,7 +178,7 @@ def _assemble(
     )
 
 
-def _finish(
+def seal(
     seq: int, raw: bytes, rows: int, rejects: int, compress: zstandard.ZstdCompressor | None
 ) -> EncodedMessage:
     text = raw.decode("utf-8", "surrogatepass") if compress is None else ""
@@ -190,7 +193,7 @@ def _finish(
 
 def encode(env: Envelope, *, compress: zstandard.ZstdCompressor | None = None) -> EncodedMessage:
     """Encode one envelope (tests and tools; the producer packs with :class:`Packer`)."""
-    meta = _header(
+    meta = header(
         {
             "v": VERSION,
             "run": env.run_id,
@@ -200,8 +203,8 @@ def encode(env: Envelope, *, compress: zstandard.ZstdCompressor | None = None) -
             "src": env.source,
         }
     )
-    raw = _assemble(meta, env.data, env.lines, env.rejects)
-    return _finish(env.seq, raw, env.row_count, len(env.rejects), compress)
+    raw = assemble(meta, env.data, env.lines, env.rejects)
+    return seal(env.seq, raw, env.row_count, len(env.rejects), compress)
 
 
 def decode(body: str, attributes: dict[str, Any] | None = None) -> Envelope:
@@ -268,199 +271,3 @@ def decode(body: str, attributes: dict[str, Any] | None = None) -> Envelope:
     if not all(set(map(type, c)) <= _VALUE_TYPES for c in data):
         raise EnvelopeError("a value is neither text nor null")
     return Envelope(run_id, seq, table, tuple(cols), source, data, lines, rejects, len(raw))
-
-
-class Packer:
-    """Packs validated rows into messages no larger than ``budget`` bytes.
-
-    Deterministic: the same rows, header and settings always give the same messages and
-    sequence numbers (the resume and dedup guarantees depend on it). Chunks arrive as columns;
-    a slice of rows is sized by encoding its columns, and a message is cut when the next slice
-    would pass the budget. With compression the cut point is estimated from the previous
-    message's ratio, and an over-full message is split in two.
-    """
-
-    def __init__(
-        self,
-        *,
-        run_id: str,
-        table: str,
-        columns: Sequence[str],
-        source: str,
-        budget: int,
-        compression: str = "zstd",
-        zstd_level: int = 3,
-        max_row_chars: int | None = None,
-    ) -> None:
-        self.budget = budget
-        self._meta = {
-            "v": VERSION,
-            "run": run_id,
-            "table": table,
-            "cols": list(columns),
-            "src": source,
-        }
-        self._width = len(columns)
-        self._compressor = (
-            zstandard.ZstdCompressor(level=zstd_level) if compression == "zstd" else None
-        )
-        self._ratio = 1.0
-        # Pending rows are kept only encoded (each column's slices, brackets stripped): the
-        # values themselves can be freed as soon as a chunk is packed.
-        self._pieces: list[list[bytes]] = [[] for _ in columns]
-        self._lines: list[int] = []
-        self._rejects: list[Reject] = []
-        self._size = 0
-        self._seq = 0
-        self._fixed = len(_header({**self._meta, "seq": 10**9})) + 96
-        self._room = budget - ATTRIBUTE_RESERVE_BYTES - self._fixed
-        # Worst case (incompressible, base64): a row this size still fits on its own.
-        self._row_limit = (self._room - 2 * self._width - 16) * 3 // 4 - 64
-        # When the table's types bound a row below the limit, no row can be too large.
-        self._rows_always_fit = max_row_chars is not None and self._fits_alone(max_row_chars)
-
-    @property
-    def next_seq(self) -> int:
-        return self._seq
-
-    def _target(self) -> int:
-        if self._compressor is None:
-            return self._room
-        # ratio = raw bytes per body byte of the previous message (base64 included); keep
-        # 10% slack for a less compressible stretch, and bound the decoded size.
-        return max(self._row_limit, min(int(self._room * self._ratio * 0.9), 16 * self._room))
-
-    def add(
-        self,
-        rows: Sequence[Sequence[str | None]],
-        lines: Sequence[int],
-        rejects: Sequence[Reject],
-    ) -> Iterator[EncodedMessage]:
-        """Add a validated chunk given as rows; yields every message that became full."""
-        columns = list(zip(*rows, strict=True)) if rows else [() for _ in range(self._width)]
-        yield from self.add_columns(columns, lines, rejects)
-
-    def add_columns(
-        self,
-        columns: Sequence[Sequence[str | None]],
-        lines: Sequence[int],
-        rejects: Sequence[Reject],
-    ) -> Iterator[EncodedMessage]:
-        """Add a validated chunk given as columns; yields every message that became full."""
-        for reject in rejects:
-            yield from self._take_reject(reject)
-        columns, lines = yield from self._without_oversized(columns, lines)
-        n = len(lines)
-        if not n:
-            return
-        whole = self._slice(columns, 0, n)
-        avg = max(1.0, whole[0] / n)
-        i = 0
-        while i < n:
-            target = self._target()
-            j = min(n, i + max(1, int((target - self._size) / avg)))
-            cost, parts = whole if (i, j) == (0, n) else self._slice(columns, i, j)
-            while j > i + 1 and self._size + cost > target:
-                j = i + max(1, (j - i) * 3 // 4)
-                cost, parts = self._slice(columns, i, j)
-            if self._size + cost <= target:
-                self._take(columns, lines, i, j, cost, parts)
-                i = j
-            elif self._lines or self._rejects:
-                yield from self._flush()
-            else:  # alone, it still fits the budget in the worst case
-                self._take(columns, lines, i, j, cost, parts)
-                i = j
-
-    def _fits_alone(self, row_chars: int) -> bool:
-        """Whether any row of at most ``row_chars`` characters fits a message on its own."""
-        return row_chars * 6 + 8 * self._width + 16 <= self._row_limit  # JSON: ≤ 6 bytes a char
-
-    def _without_oversized(
-        self, columns: Sequence[Sequence[str | None]], lines: Sequence[int]
-    ) -> Generator[EncodedMessage, None, tuple[Sequence[Sequence[str | None]], Sequence[int]]]:
-        """Turn rows too large for any message into rejects (they would never fit)."""
-        if self._rows_always_fit:
-            return columns, lines
-        if self._fits_alone(sum(max(map(len, filter(None, col)), default=0) for col in columns)):
-            return columns, lines
-        oversized: list[int] = []
-        for k, line in enumerate(lines):
-            row = [col[k] for col in columns]
-            size = len(orjson.dumps(row))
-            if size + 8 > self._row_limit:
-                oversized.append(k)
-                reason = f"row is {size} bytes encoded; a message carries at most {self._row_limit}"
-                yield from self._take_reject(Reject(line, row_text(row), reason))
-        if not oversized:
-            return columns, lines
-        return [drop_indices(col, oversized) for col in columns], drop_indices(lines, oversized)
-
-    @staticmethod
-    def _slice(columns: Sequence[Sequence[str | None]], i: int, j: int) -> tuple[int, list[bytes]]:
-        """Encoded size of rows [i, j) and each column's JSON array for them."""
-        parts = [orjson.dumps(col[i:j]) for col in columns]
-        return sum(map(len, parts)) + 2 * (j - i), parts
-
-    def _take(
-        self,
-        columns: Sequence[Sequence[str | None]],
-        lines: Sequence[int],
-        i: int,
-        j: int,
-        cost: int,
-        parts: list[bytes],
-    ) -> None:
-        for pieces, part in zip(self._pieces, parts, strict=True):
-            pieces.append(part[1:-1])
-        self._lines.extend(lines[i:j])
-        self._size += cost
-
-    def _take_reject(self, reject: Reject) -> Iterator[EncodedMessage]:
-        cost = len(orjson.dumps([reject.line, reject.raw, reject.reason])) + 1
-        if cost > self._row_limit:  # a long raw row: cut it so the entry fits a message
-            raw, note = reject.raw, f"... [{len(reject.raw)} characters, cut]"
-            while raw and cost > self._row_limit:
-                raw = raw[: len(raw) * 3 // 4]
-                cost = len(orjson.dumps([reject.line, raw + note, reject.reason])) + 1
-            reject = Reject(reject.line, raw + note, reject.reason)
-        if self._size + cost > self._target() and (self._lines or self._rejects):
-            yield from self._flush()
-        self._rejects.append(reject)
-        self._size += cost
-
-    def finish(self) -> Iterator[EncodedMessage]:
-        if self._lines or self._rejects:
-            yield from self._flush()
-
-    def _flush(self) -> Iterator[EncodedMessage]:
-        lines, rejects = self._lines, self._rejects
-        encoded = b"[" + b",".join(b"[" + b",".join(p) + b"]" for p in self._pieces) + b"]"
-        self._lines, self._rejects, self._size = [], [], 0
-        self._pieces = [[] for _ in range(self._width)]
-        yield from self._encode(encoded, lines, rejects)
-
-    def _encode(
-        self,
-        data: list[list[str | None]] | bytes,
-        lines: list[int],
-        rejects: list[Reject],
-    ) -> Iterator[EncodedMessage]:
-        meta = _header({**self._meta, "seq": self._seq})
-        raw = _assemble(meta, data, lines, rejects)
-        msg = _finish(self._seq, raw, len(lines), len(rejects), self._compressor)
-        if msg.size > self.budget and len(lines) + len(rejects) > 1:
-            # Rare: over budget after compression. Split the values (decoded again if needed).
-            values: list[list[str | None]] = orjson.loads(data) if isinstance(data, bytes) else data
-            half_p, half_r = len(lines) // 2, len(rejects) // 2
-            if half_p == half_r == 0:  # one row and one reject: split them apart
-                half_r = 1
-            yield from self._encode([c[:half_p] for c in values], lines[:half_p], rejects[:half_r])
-            yield from self._encode([c[half_p:] for c in values], lines[half_p:], rejects[half_r:])
-            return
-        if msg.size > self.budget:
-            raise EnvelopeError(f"a single entry does not fit in {self.budget} bytes")
-        if msg.encoding == "zstd+b64":
-            self._ratio = max(0.75, msg.raw_bytes / max(1, msg.size))
-        self._seq += 1
-        yield msg

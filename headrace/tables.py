@@ -1,21 +1,18 @@
-"""Tables headrace owns, plus the example dataset used by the demo, tests and benchmark.
+"""The tables headrace owns: the ledger, the rejected rows and the producer's runs.
 
-``metadata`` is alembic's ``target_metadata``. Target tables of real deployments are not
-declared here: they are reflected from the database (see :mod:`headrace.schema`).
+``metadata`` is alembic's ``target_metadata``. Target tables are not declared here: they are
+the user's, reflected from the database (see :mod:`headrace.schema`). The demo's example
+table lives with the demo (:mod:`cli.datagen`).
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     Column,
     DateTime,
-    Index,
     Integer,
     MetaData,
-    Numeric,
-    SmallInteger,
     String,
     Table,
     Text,
@@ -25,23 +22,23 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 
 __all__ = [
+    "BIGINT_PK",
     "INTERNAL_TABLES",
+    "NAMING_CONVENTION",
     "ingest_ledger",
     "ingest_runs",
     "metadata",
-    "observations",
     "rejected_rows",
 ]
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 RUN_ID = String(32)
 LONG_TEXT = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
@@ -93,23 +90,6 @@ ingest_runs = Table(
     Column("started_at", DateTime, nullable=False, server_default=func.now()),
     Column("updated_at", DateTime, nullable=False, server_default=func.now()),
     Column("finished_at", DateTime, nullable=True),
-)
-
-# The example dataset: a price-watching bot's daily observations (~100 bytes a row).
-observations = Table(
-    "observations",
-    metadata,
-    Column("id", BIGINT_PK, primary_key=True, autoincrement=True),
-    Column("observed_at", DateTime, nullable=False),
-    Column("bot_id", Integer, nullable=False),
-    Column("sku", String(24), nullable=False),
-    Column("price", Numeric(10, 2), nullable=False),
-    Column("quantity", SmallInteger, nullable=False),
-    Column("in_stock", Boolean(create_constraint=False), nullable=False),
-    Column("title", String(120), nullable=False),
-    Column("note", Text, nullable=True),
-    UniqueConstraint("bot_id", "sku", "observed_at"),
-    Index(None, "observed_at"),
 )
 
 INTERNAL_TABLES = frozenset({"ingest_ledger", "rejected_rows", "ingest_runs", "alembic_version"})

@@ -12,15 +12,16 @@ import structlog
 
 from headrace import envelope
 from headrace.db import create_engine
-from headrace.envelope import EncodedMessage, Packer
+from headrace.envelope import EncodedMessage
 from headrace.errors import InputError
 from headrace.schema import ColumnSpec, TableSchema, reflect_table
 from headrace.settings import Settings
 from headrace.sqs import connect_queue, sqs_client
 from producer.checkpoint import Checkpoint
+from producer.packer import Packer
 from producer.reader import CsvReader, open_reader, read_chunks
 from producer.sender import Sender
-from producer.source import Source, open_location
+from producer.sources import Source, open_location
 
 __all__ = ["ProduceReport", "make_run_id", "produce"]
 

@@ -7,7 +7,7 @@ started on.
 
 :func:`open_reader` and :func:`read_chunks` drive a reader from async code: inline for local
 files, in worker threads for sources whose reads wait on the event loop (S3, see
-:mod:`producer.s3`).
+:mod:`producer.sources.s3`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import BinaryIO
 from headrace.errors import InputError
 from headrace.schema import Reject, row_text
 from headrace.settings import ProducerSettings
-from producer.source import Source
+from producer.sources import Source
 
 __all__ = ["Chunk", "CsvReader", "open_reader", "read_chunks"]
 

@@ -24,9 +24,9 @@ from support.moto import (
     create_queue_pair,
     start_moto,
 )
-from support.pipeline import cli_env_for
+from support.pipeline import cli_env_for, prepare_database
 
-from headrace.db import create_engine, migrate
+from headrace.db import create_engine
 from headrace.settings import Settings
 
 
@@ -84,13 +84,10 @@ def moto_endpoint(aws_env: None) -> Iterator[str]:
 
 @pytest.fixture
 async def db_url(mariadb: MariaDBServer) -> str:
-    """A fresh database on the shared server, migrated to head with alembic."""
+    """A fresh database on the shared server, migrated to head with alembic, with the
+    example ``observations`` table most tests load."""
     url = mariadb.create_database(f"t_{uuid.uuid4().hex[:12]}")
-    engine = create_engine(Settings(database_url=url))
-    try:
-        await migrate(engine)
-    finally:
-        await engine.dispose()
+    await prepare_database(url)
     return url
 
 
@@ -125,5 +122,5 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 def cli_env(settings: Settings) -> dict[str, str]:
-    """Environment for `python -m producer|worker|headrace` subprocesses of this test."""
+    """Environment for `headrace` (`python -m cli`) subprocesses of this test."""
     return cli_env_for(settings)

@@ -1,4 +1,4 @@
-"""headrace's tables (ledger, rejects, runs) and the example observations table.
+"""headrace's tables: ledger, rejects, runs.
 
 Revision ID: 0001
 Revises:
@@ -65,29 +65,9 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.DateTime, nullable=True),
         **MYSQL_OPTS,
     )
-    op.create_table(
-        "observations",
-        sa.Column("id", BIGINT_PK, primary_key=True, autoincrement=True),
-        sa.Column("observed_at", sa.DateTime, nullable=False),
-        sa.Column("bot_id", sa.Integer, nullable=False),
-        sa.Column("sku", sa.String(24), nullable=False),
-        sa.Column("price", sa.Numeric(10, 2), nullable=False),
-        sa.Column("quantity", sa.SmallInteger, nullable=False),
-        sa.Column("in_stock", sa.Boolean(create_constraint=False), nullable=False),
-        sa.Column("title", sa.String(120), nullable=False),
-        sa.Column("note", sa.Text, nullable=True),
-        sa.UniqueConstraint(
-            "bot_id", "sku", "observed_at", name="uq_observations_bot_id_sku_observed_at"
-        ),
-        mysql_engine="InnoDB",
-        mysql_charset="utf8mb4",
-    )
-    op.create_index("ix_observations_observed_at", "observations", ["observed_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_observations_observed_at", table_name="observations")
-    op.drop_table("observations")
     op.drop_table("ingest_runs")
     op.drop_table("rejected_rows")
     op.drop_table("ingest_ledger")

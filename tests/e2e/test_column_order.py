@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.pipeline import cli_env_for, queued
 
+from cli.verify import verify_source
 from headrace.db import create_engine
 from headrace.settings import Settings
 from headrace.tables import ingest_ledger, ingest_runs, rejected_rows
-from headrace.verify import verify_source
 from producer.app import produce
 from worker.app import Worker
 

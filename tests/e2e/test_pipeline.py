@@ -22,8 +22,8 @@ from support.pipeline import (
     wait_for_ledger,
 )
 
+from cli.datagen import generate_csv
 from headrace import failpoints
-from headrace.datagen import generate_csv
 from headrace.settings import Settings
 from headrace.sqs import sqs_client
 from headrace.tables import ingest_ledger, ingest_runs

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support.pipeline import assert_invariant, produce_cli, start_worker
 
 from bench.procs import proc_hwm_kb
-from headrace.datagen import generate_csv
+from cli.datagen import generate_csv, observations
 from headrace.settings import Settings
-from headrace.tables import ingest_ledger, observations, rejected_rows
+from headrace.tables import ingest_ledger, rejected_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

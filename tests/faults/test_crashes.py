@@ -20,7 +20,7 @@ from support.pipeline import (
     stop_process,
 )
 
-from headrace.datagen import generate_csv
+from cli.datagen import generate_csv
 from headrace.settings import Settings
 from headrace.sqs import sqs_client
 from headrace.tables import ingest_ledger

@@ -20,12 +20,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from structlog.testing import capture_logs
 from support.mariadb import MariaDBServer
 from support.moto import QueuePair
-from support.pipeline import assert_invariant, cli_env_for, count, produce_cli, queued
+from support.pipeline import (
+    assert_invariant,
+    cli_env_for,
+    count,
+    prepare_database,
+    produce_cli,
+    queued,
+)
 from support.tcpproxy import TcpProxy
 
+from cli.datagen import GeneratedFile, generate_csv
 from headrace import failpoints
-from headrace.datagen import GeneratedFile, generate_csv
-from headrace.db import create_engine, migrate
+from headrace.db import create_engine
 from headrace.settings import Settings
 from headrace.tables import ingest_ledger, rejected_rows
 from worker.app import Worker, WorkerStats
@@ -79,14 +86,6 @@ def _fast(settings: Settings, **db: Any) -> Settings:
             "db": settings.db.model_copy(update=db),
         }
     )
-
-
-async def _migrated(url: str) -> None:
-    engine = create_engine(Settings(database_url=url))
-    try:
-        await migrate(engine)
-    finally:
-        await engine.dispose()
 
 
 def _fill_queue(settings: Settings, path: Path, rows: int, seed: int) -> GeneratedFile:
@@ -161,7 +160,7 @@ async def test_scenario_12_db_down_at_start(
     tmp_path: Path, own_db: MariaDBServer, queue: QueuePair, moto_endpoint: str
 ) -> None:
     url = own_db.create_database("outage")
-    await _migrated(url)
+    await prepare_database(url)
     settings = _settings(url, queue, moto_endpoint)
     data = _fill_queue(settings, tmp_path / "a.csv", 8_000, seed=21)
     own_db.stop()
@@ -181,7 +180,7 @@ async def test_scenario_13_db_killed_mid_run(
     tmp_path: Path, own_db: MariaDBServer, queue: QueuePair, moto_endpoint: str
 ) -> None:
     url = own_db.create_database("outage")
-    await _migrated(url)
+    await prepare_database(url)
     settings = _settings(url, queue, moto_endpoint, max_inflight_messages=10)
     data = _fill_queue(settings, tmp_path / "b.csv", 20_000, seed=22)
     worker, run = _start(settings)
@@ -205,7 +204,7 @@ async def test_scenario_14_db_frozen_gives_timeouts_not_hangs(
     events: list[dict[str, Any]],
 ) -> None:
     url = own_db.create_database("frozen")
-    await _migrated(url)
+    await prepare_database(url)
     settings = _settings(url, queue, moto_endpoint, db={"statement_timeout_s": 3})
     data = _fill_queue(settings, tmp_path / "f.csv", 10_000, seed=23)
     worker, run = _start(settings)
@@ -278,7 +277,7 @@ async def test_scenario_16_failover_old_writer_read_only(
     try:
         for server in (writer, reader):
             server.create_database("app")
-            await _migrated(server.url("app"))
+            await prepare_database(server.url("app"))
             await _app_user(server, "app")
         reader.execute("SET GLOBAL read_only = 1")
         with TcpProxy(writer.host, writer.port) as proxy:
@@ -404,7 +403,7 @@ async def test_scenario_19_too_many_connections(
     server.start()
     try:
         server.create_database("few")
-        await _migrated(server.url("few"))
+        await prepare_database(server.url("few"))
         await _app_user(server, "few")
         url = f"mysql+asyncmy://app:pw@127.0.0.1:{server.port}/few"
         settings = _settings(url, queue, moto_endpoint)
@@ -443,7 +442,7 @@ async def test_scenario_20_statement_over_max_allowed_packet_is_split(
     server.start()
     try:
         url = server.create_database("pkt")
-        await _migrated(url)
+        await prepare_database(url)
         settings = _settings(url, queue, moto_endpoint, flush_rows=20_000)
         data = generate_csv(tmp_path / "p.csv", 20_000, seed=29)
         produce_cli(cli_env_for(settings), data.path, timeout_s=120)  # 1 MiB messages

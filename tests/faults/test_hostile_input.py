@@ -33,9 +33,8 @@ from support.pipeline import (
     run_producer,
 )
 
-from headrace.datagen import HEADER
+from cli.datagen import HEADER, observations
 from headrace.settings import Settings
-from headrace.tables import observations
 
 pytestmark = pytest.mark.slow
 

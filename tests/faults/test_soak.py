@@ -19,13 +19,13 @@ import pytest
 from sqlalchemy import func, select
 from support.mariadb import MariaDBServer
 from support.moto import QueuePair, create_queue_pair
-from support.pipeline import cli_env_for, start_worker, stop_process
+from support.pipeline import cli_env_for, prepare_database, start_worker, stop_process
 
-from headrace.datagen import generate_csv
-from headrace.db import create_engine, migrate
+from cli.datagen import generate_csv
+from cli.verify import verify_source
+from headrace.db import create_engine
 from headrace.settings import Settings
 from headrace.tables import ingest_ledger
-from headrace.verify import verify_source
 
 pytestmark = pytest.mark.soak
 
@@ -46,7 +46,7 @@ def _start_producer(env: dict[str, str], source: Path, log: Path) -> subprocess.
     """The producer in the background: its JSON report on stdout, its log in ``log``."""
     with log.open("wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "producer", str(source), "--table", "observations"],
+            [sys.executable, "-m", "cli", "produce", str(source), "--table", "observations"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=err,
@@ -74,9 +74,7 @@ async def test_soak_worker_killed_every_30_s_and_database_restarted_twice(
         moto_endpoint, "soak", visibility_timeout_s=20, max_receive_count=50
     )
     settings = Settings(database_url=url, queue_url=queue.queue_url, sqs_endpoint_url=moto_endpoint)
-    engine = create_engine(settings)
-    await migrate(engine)
-    await engine.dispose()
+    await prepare_database(url)
 
     began = time.monotonic()
     data = generate_csv(tmp_path / "soak.csv", ROWS, seed=2026)

@@ -30,7 +30,7 @@ from support.pipeline import (
 from support.sqsproxy import SqsProxy
 
 import producer.app
-from headrace.datagen import generate_csv
+from cli.datagen import generate_csv
 from headrace.settings import Settings
 from headrace.tables import ingest_ledger
 from producer.app import produce

@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import mysql
 
+from cli.datagen import observations
 from headrace.errors import InputError, SchemaError
 from headrace.schema import ColumnSpec, Reject, TableSchema, row_text
-from headrace.tables import observations
 
 SRC = "drop.csv"
 

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cli.datagen import observations
 from headrace.errors import InputError
 from headrace.schema import Reject, TableSchema
-from headrace.tables import observations
 from producer.reader import CsvReader
-from producer.source import Source, open_source
+from producer.sources import Source, open_source
 
 BIG = 1 << 20
 

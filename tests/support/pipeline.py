@@ -14,16 +14,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cli.datagen import create_example_table, observations
+from cli.verify import verify_source
+from headrace.db import create_engine, migrate
 from headrace.settings import Settings
 from headrace.sqs import sqs_client
-from headrace.tables import ingest_ledger, observations, rejected_rows
-from headrace.verify import verify_source
+from headrace.tables import ingest_ledger, rejected_rows
 
 __all__ = [
     "assert_invariant",
     "cli_env_for",
     "count",
     "drain_queue",
+    "prepare_database",
     "produce_cli",
     "queued",
     "rejected",
@@ -34,8 +37,18 @@ __all__ = [
 ]
 
 
+async def prepare_database(url: str) -> None:
+    """headrace's tables (``alembic upgrade head``) and the example ``observations`` table."""
+    engine = create_engine(Settings(database_url=url))
+    try:
+        await migrate(engine)
+        await create_example_table(engine)
+    finally:
+        await engine.dispose()
+
+
 def cli_env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    """Environment for `python -m producer|worker` subprocesses pointed at ``settings``."""
+    """Environment for `headrace` subprocesses (`python -m cli ...`) pointed at ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
     env.update(
         HEADRACE_DATABASE_URL=settings.database_url,
@@ -61,9 +74,9 @@ async def assert_invariant(settings: Settings, engine: AsyncEngine, source: Path
 def run_producer(
     env: dict[str, str], source: Path | str, *extra: str, timeout_s: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m producer SOURCE --table observations`, whatever its exit code."""
+    """`headrace produce SOURCE --table observations`, whatever its exit code."""
     return subprocess.run(
-        [sys.executable, "-m", "producer", str(source), "--table", "observations", *extra],
+        [sys.executable, "-m", "cli", "produce", str(source), "--table", "observations", *extra],
         env=env,
         capture_output=True,
         text=True,
@@ -91,10 +104,13 @@ def produce_cli(
 
 
 def start_worker(env: dict[str, str], log_path: Path, *extra: str) -> subprocess.Popen[bytes]:
-    """`python -m worker` in the background, its log going to ``log_path``."""
+    """`headrace worker` in the background, its log going to ``log_path``."""
     with log_path.open("wb") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "worker", *extra], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "cli", "worker", *extra],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support.ecs_agent import AgentCall, FakeEcsAgent, unreachable_uri
 from support.pipeline import assert_invariant, count, produce_cli, start_worker
 
-from headrace.datagen import generate_csv
+from cli.datagen import generate_csv
 from headrace.envelope import Envelope
 from headrace.retry import Backoff
 from headrace.settings import Settings, load_settings

@@ -8,9 +8,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.pipeline import count, rejected
 
+from cli.datagen import observations
 from headrace.envelope import Envelope
 from headrace.schema import Reject, reflect_table, row_text
-from headrace.tables import ingest_ledger, observations, rejected_rows
+from headrace.tables import ingest_ledger, rejected_rows
 from worker.sink import Sink
 
 COLS = ("observed_at", "bot_id", "sku", "price", "quantity", "in_stock", "title", "note")

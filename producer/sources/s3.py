@@ -38,12 +38,11 @@ import aiohttp
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError
 
-from headrace.aws import is_transient
+from headrace.aws import is_transient, s3_client
 from headrace.errors import InputError
 from headrace.retry import Backoff
-from headrace.s3 import s3_client
 from headrace.settings import Settings
-from producer.source import S3_SCHEME, Source
+from producer.sources.base import S3_SCHEME, Source
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -52,7 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RESUME_BACKOFF", "S3Body", "S3Source", "open_s3_source", "parse_s3_uri"]
 
-log = structlog.get_logger("producer.s3")
+log = structlog.get_logger("producer.sources.s3")
 
 RESUME_BACKOFF = Backoff(base_s=0.2, cap_s=10.0, attempts=8)
 """Consecutive failed attempts at one read before the run stops (botocore's own standard-mode

@@ -32,7 +32,7 @@ from headrace.settings import Settings
 from headrace.tables import rejected_rows
 
 if TYPE_CHECKING:
-    from producer.source import Source
+    from producer.sources import Source
 
 __all__ = ["RowRef", "VerifyReport", "verify_source"]
 
@@ -92,7 +92,7 @@ async def verify_source(
     settings: Settings, engine: AsyncEngine, location: str, table: str
 ) -> VerifyReport:
     """Compare the source at ``location`` (a path or ``s3://bucket/key``) with ``table``."""
-    from producer.source import open_location
+    from producer.sources import open_location
 
     async with open_location(settings, location) as source:
         return await _verify(settings, engine, source, table)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cli.verify import verify_source
 from headrace.settings import Settings
-from headrace.verify import verify_source
 
 ROWS = [(i, f"name-{i % 7}") for i in range(1, 301)]
 
@@ -67,8 +67,7 @@ async def test_a_doubled_row_and_a_foreign_row_are_named(
 async def test_the_unique_key_names_a_row_of_the_example_table(
     tmp_path: Path, settings: Settings, engine: AsyncEngine
 ) -> None:
-    from headrace.datagen import generate_csv
-    from headrace.tables import observations
+    from cli.datagen import generate_csv, observations
 
     data = generate_csv(tmp_path / "o.csv", 50, seed=3, bad_ratio=0)
     report = await verify_source(settings, engine, str(data.path), "observations")

@@ -21,16 +21,15 @@ from structlog.testing import capture_logs
 from support.pipeline import assert_invariant, count, drain_queue, produce_cli
 from support.tcpproxy import TcpProxy
 
-from headrace.datagen import generate_csv
+from cli.datagen import generate_csv, observations
+from headrace.aws import s3_client
 from headrace.errors import InputError
 from headrace.retry import Backoff
-from headrace.s3 import s3_client
 from headrace.schema import Reject
 from headrace.settings import Settings
-from headrace.tables import observations
 from producer.reader import open_reader, read_chunks
-from producer.s3 import S3Source, open_s3_source
-from producer.source import Source, open_location
+from producer.sources import Source, open_location
+from producer.sources.s3 import S3Source, open_s3_source
 
 FAST = Backoff(base_s=0.01, cap_s=0.05, attempts=3)
 

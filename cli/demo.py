@@ -8,6 +8,7 @@ database is a fresh SQLite file. Producer and worker run concurrently in one eve
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import socket
 import time
@@ -21,13 +22,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from headrace.datagen import generate_csv
+from cli.datagen import create_example_table, generate_csv, observations
+from cli.verify import VerifyReport, verify_source
 from headrace.db import create_engine, migrate
 from headrace.errors import ConfigError
 from headrace.settings import Settings
 from headrace.sqs import sqs_client
-from headrace.tables import ingest_ledger, ingest_runs, observations, rejected_rows
-from headrace.verify import VerifyReport, verify_source
+from headrace.tables import ingest_ledger, ingest_runs, rejected_rows
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -51,6 +52,27 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+DEMO_EXTRA_HINT = "pip install 'headrace[demo]'"
+
+
+def require_demo_extra(settings: Settings) -> None:
+    """Refuse clearly when the embedded services are needed but the demo extra is missing."""
+    needed = []
+    if not (settings.sqs_endpoint_url or settings.queue_url):
+        needed.append("moto.server")  # the embedded SQS
+    if "HEADRACE_DATABASE_URL" not in os.environ:
+        needed.append("aiosqlite")  # the embedded database
+    for module in needed:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise ConfigError(
+                f"headrace demo runs on embedded services that need the demo extra "
+                f"({module.split('.')[0]} is not installed): {DEMO_EXTRA_HINT}, or point "
+                "HEADRACE_SQS_ENDPOINT_URL and HEADRACE_DATABASE_URL at real services"
+            ) from None
 
 
 @asynccontextmanager
@@ -102,6 +124,7 @@ async def _prepare_database(settings: Settings, data_dir: Path, reset: bool) -> 
     engine = create_engine(settings)
     try:
         await migrate(engine)
+        await create_example_table(engine)
         async with engine.begin() as conn:
             existing = (
                 await conn.execute(sa.select(sa.func.count()).select_from(observations))
@@ -126,6 +149,7 @@ async def run_demo(
     from producer.app import ProduceReport, produce
     from worker.app import Worker
 
+    require_demo_extra(settings)
     data_dir.mkdir(parents=True, exist_ok=True)
     csv_path = data_dir / f"observations-{rows}.csv"
     if not csv_path.exists():

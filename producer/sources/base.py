@@ -1,27 +1,20 @@
-"""Where CSV bytes come from: local files and S3 objects, gzip-compressed or not.
+"""What every source shares: an identity, gzip detection and the decompression caps.
 
 A source has an identity (URI, size and version) from which the run id is derived, and opens
 as a binary stream read with constant memory. gzip is detected by its magic bytes; the
 decompressed size and ratio are capped so a gzip bomb stops with a clear error.
-
-:func:`open_location` resolves a location, a path or ``s3://bucket/key`` (see
-:mod:`producer.s3`); :func:`open_source` is the local-file case alone.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO, ClassVar
 
 from headrace.errors import InputError
-from headrace.settings import Settings
 
-__all__ = ["BoundedReader", "FileSource", "Source", "open_location", "open_source"]
+__all__ = ["GZIP_MAGIC", "S3_SCHEME", "BoundedReader", "Source"]
 
 GZIP_MAGIC = b"\x1f\x8b"
 S3_SCHEME = "s3://"
@@ -29,7 +22,7 @@ S3_SCHEME = "s3://"
 
 @dataclass(frozen=True)
 class Source:
-    """A source's identity and how to open it; :class:`FileSource` or ``S3Source``."""
+    """A source's identity and how to open it: a ``FileSource`` or an ``S3Source``."""
 
     uri: str
     size: int
@@ -56,39 +49,6 @@ class Source:
 
     def _open_raw(self) -> io.BufferedReader:
         raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class FileSource(Source):
-    path: Path
-
-    def _open_raw(self) -> io.BufferedReader:
-        return open(self.path, "rb")
-
-
-def open_source(location: str) -> FileSource:
-    path = Path(location)
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise InputError(f"cannot open: {exc.strerror}", source=location) from None
-    if not path.is_file():
-        raise InputError("not a regular file", source=location)
-    return FileSource(
-        uri=str(path.resolve()), size=st.st_size, version=str(st.st_mtime_ns), path=path
-    )
-
-
-@asynccontextmanager
-async def open_location(settings: Settings, location: str) -> AsyncIterator[Source]:
-    """The source at a path or ``s3://bucket/key``, usable until the block ends."""
-    if location.startswith(S3_SCHEME):
-        from producer.s3 import open_s3_source
-
-        async with open_s3_source(settings, location) as source:
-            yield source
-    else:
-        yield open_source(location)
 
 
 class BoundedReader(io.RawIOBase):

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 
 from headrace.errors import HeadraceError
-from headrace.logging import configure_logging
+from headrace.logs import configure_logging
 from headrace.runtime import run
 from headrace.settings import Settings, load_settings
 
@@ -102,7 +102,7 @@ def _migrate(settings: Settings) -> int:
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from headrace.demo import run_demo
+    from cli.demo import run_demo
 
     result = run(
         run_demo(
@@ -113,7 +113,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from headrace.datagen import generate_csv
+    from cli.datagen import generate_csv
 
     out = generate_csv(args.path, args.rows, seed=args.seed, bad_ratio=args.bad_ratio)
     _print_json({"path": str(out.path), "rows": out.rows, "bad_rows": out.bad_rows})
@@ -121,8 +121,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _verify(settings: Settings, args: argparse.Namespace) -> int:
+    from cli.verify import verify_source
     from headrace.db import create_engine
-    from headrace.verify import verify_source
 
     async def go() -> bool:
         engine = create_engine(settings)
@@ -138,10 +138,10 @@ def _verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 _PRELOAD = {
-    "produce": ("producer.app", "producer.s3"),
+    "produce": ("producer.app", "producer.sources.s3"),
     "worker": ("worker.app",),
-    "demo": ("headrace.demo", "producer.app", "worker.app", "moto.server"),
-    "verify": ("headrace.verify", "producer.reader", "producer.s3"),
+    "demo": ("cli.demo", "producer.app", "worker.app"),
+    "verify": ("cli.verify", "producer.reader", "producer.sources.s3"),
 }
 
 

@@ -1,4 +1,7 @@
-"""Realistic CSV for the example ``observations`` table (demo, tests, benchmark).
+"""The example dataset: the ``observations`` table and realistic CSV for it.
+
+The demo, the tests and the benchmark load it; real deployments never see it (the production
+migration creates only headrace's own tables; :func:`create_example_table` creates this one).
 
 A price-watching bot's daily drop: ~100 bytes a row of mixed types, a natural key
 (bot_id, sku, observed_at) in random order, ~30% empty notes (NULL), and a share of rows that
@@ -16,7 +19,53 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["HEADER", "GeneratedFile", "generate_csv"]
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from headrace.tables import BIGINT_PK, NAMING_CONVENTION
+
+__all__ = ["HEADER", "GeneratedFile", "create_example_table", "generate_csv", "observations"]
+
+example_metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# A price-watching bot's daily observations (~100 bytes a row), with a natural key.
+observations = Table(
+    "observations",
+    example_metadata,
+    Column("id", BIGINT_PK, primary_key=True, autoincrement=True),
+    Column("observed_at", DateTime, nullable=False),
+    Column("bot_id", Integer, nullable=False),
+    Column("sku", String(24), nullable=False),
+    Column("price", Numeric(10, 2), nullable=False),
+    Column("quantity", SmallInteger, nullable=False),
+    Column("in_stock", Boolean(create_constraint=False), nullable=False),
+    Column("title", String(120), nullable=False),
+    Column("note", Text, nullable=True),
+    UniqueConstraint("bot_id", "sku", "observed_at"),
+    Index(None, "observed_at"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+
+async def create_example_table(engine: AsyncEngine) -> None:
+    """Create ``observations`` unless it exists (the demo's, the tests' and the benchmark's)."""
+    async with engine.begin() as conn:
+        await conn.run_sync(example_metadata.create_all)
+
 
 HEADER = ["observed_at", "bot_id", "sku", "price", "quantity", "in_stock", "title", "note"]
 

@@ -1,5 +1,0 @@
-import sys
-
-from headrace.cli import main
-
-sys.exit(main())
