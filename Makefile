@@ -36,13 +36,13 @@ sysdeps:
 	bash scripts/ensure-system-deps.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check headrace producer worker migrations tests bench scripts
-	$(BIN)/ruff format --check headrace producer worker migrations tests bench scripts
+	$(BIN)/ruff check headrace producer worker migrations tests bench scripts testbed
+	$(BIN)/ruff format --check headrace producer worker migrations tests bench scripts testbed
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format headrace producer worker migrations tests bench scripts
-	$(BIN)/ruff check --fix headrace producer worker migrations tests bench scripts
+	$(BIN)/ruff format headrace producer worker migrations tests bench scripts testbed
+	$(BIN)/ruff check --fix headrace producer worker migrations tests bench scripts testbed
 
 test: sysdeps $(STAMP) lint
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not soak and not bench" tests

@@ -43,29 +43,19 @@ import sqlalchemy as sa
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.procs import Child, Usage, proc_cpu_s, sample_forever, system_busy_s
+from bench.procs import Child, Usage, sample_forever
+from headrace.datagen import generate_csv
+from headrace.db import STRICT_SQL_MODE, create_engine, migrate
+from headrace.envelope import Envelope, Packer, decode
+from headrace.schema import reflect_table
+from headrace.settings import Settings, load_settings
+from headrace.tables import ingest_ledger, ingest_runs, observations, rejected_rows
+from headrace.verify import verify_source
+from testbed.mariadb import MariaDBServer
+from testbed.moto import AWS_VARS_TO_UNSET, create_queue_pair, fake_aws_env
+from testbed.procs import proc_cpu_s, system_busy_s
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "tests") not in sys.path:
-    # tests/support: the throwaway mariadbd and the queue helpers, reused as they are.
-    sys.path.insert(0, str(ROOT / "tests"))
-
-from support.mariadb import MariaDBServer  # noqa: E402
-from support.moto import (  # noqa: E402
-    AWS_VARS_TO_UNSET,
-    FAKE_ACCESS_KEY,
-    FAKE_SECRET_KEY,
-    REGION,
-    create_queue_pair,
-)
-
-from headrace.datagen import generate_csv  # noqa: E402
-from headrace.db import STRICT_SQL_MODE, create_engine, migrate  # noqa: E402
-from headrace.envelope import Envelope, Packer, decode  # noqa: E402
-from headrace.schema import reflect_table  # noqa: E402
-from headrace.settings import Settings, load_settings  # noqa: E402
-from headrace.tables import ingest_ledger, ingest_runs, observations, rejected_rows  # noqa: E402
-from headrace.verify import verify_source  # noqa: E402
 
 __all__ = ["Options", "main", "parse_args", "run_bench"]
 
@@ -215,14 +205,8 @@ def _diff_counts(
 
 def _child_env(base: dict[str, str], settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k not in AWS_VARS_TO_UNSET}
+    env.update(fake_aws_env())
     env.update(
-        AWS_ACCESS_KEY_ID=FAKE_ACCESS_KEY,
-        AWS_SECRET_ACCESS_KEY=FAKE_SECRET_KEY,
-        AWS_DEFAULT_REGION=REGION,
-        AWS_REGION=REGION,
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_EC2_METADATA_DISABLED="true",
         HEADRACE_DATABASE_URL=settings.database_url,
         HEADRACE_SQS_ENDPOINT_URL=settings.sqs_endpoint_url or "",
         HEADRACE_LOG_FORMAT="json",

@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.moto import QueuePair
 from support.pipeline import (
     assert_invariant,
     count,
@@ -36,6 +35,7 @@ from support.pipeline import (
 from headrace.datagen import HEADER
 from headrace.settings import Settings
 from headrace.tables import observations
+from testbed.moto import QueuePair
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,6 @@ from pathlib import Path
 import orjson
 import pytest
 from sqlalchemy import func, select
-from support.mariadb import MariaDBServer
-from support.moto import QueuePair, create_queue_pair
 from support.pipeline import cli_env_for, start_worker, stop_process
 
 from headrace.datagen import generate_csv
@@ -26,6 +24,8 @@ from headrace.db import create_engine, migrate
 from headrace.settings import Settings
 from headrace.tables import ingest_ledger
 from headrace.verify import verify_source
+from testbed.mariadb import MariaDBServer
+from testbed.moto import QueuePair, create_queue_pair
 
 pytestmark = pytest.mark.soak
 

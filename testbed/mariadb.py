@@ -1,4 +1,4 @@
-"""A throwaway ``mariadbd`` for tests.
+"""A throwaway ``mariadbd`` for the tests and the benchmark.
 
 Every :class:`MariaDBServer` owns one ``mariadbd`` child process with its own datadir,
 unix socket, pid file and error log inside a directory the caller hands in, listening on
