@@ -7,7 +7,6 @@ they share (truncate, count, queues, child processes, CPU snapshots, moto's coun
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -143,16 +142,13 @@ async def _start_moto(work: Path, env: dict[str, str]) -> tuple[Child, str]:
         stderr=work / "moto.log",
         cwd=ROOT,
     )
-    deadline = time.monotonic() + 60
-    while True:
-        text = moto.stdout_path.read_text(errors="replace")
-        if text.startswith("PORT "):
-            port = int(text.split()[1])
-            return moto, f"http://127.0.0.1:{port}"
-        if not moto.running or time.monotonic() > deadline:
-            moto.kill()
-            raise RuntimeError(f"moto server did not start:\n{moto.tail()}")
-        await asyncio.sleep(0.05)
+    try:
+        text = await moto.wait_for_output("PORT ", 60, stdout=True)
+    except BaseException:
+        moto.kill()
+        raise
+    port = int(text.split()[1])
+    return moto, f"http://127.0.0.1:{port}"
 
 
 @asynccontextmanager

@@ -131,6 +131,27 @@ class Child:
                 )
             await asyncio.sleep(0.02)
 
+    async def wait_for_output(self, needle: str, timeout_s: float, *, stdout: bool = False) -> str:
+        """Poll the child's stderr (or stdout) until it contains ``needle``; returns the text.
+
+        Raises RuntimeError if the child exits first, TimeoutError after ``timeout_s``."""
+        path = self.stdout_path if stdout else self.stderr_path
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                text = ""
+            if needle in text:
+                return text
+            if not self.running:
+                raise RuntimeError(f"{self.name} exited before {needle!r}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self.name}: no {needle!r} after {timeout_s} s; stderr tail:\n{self.tail()}"
+                )
+            await asyncio.sleep(0.05)
+
     def cpu_s(self) -> float:
         """CPU seconds so far (live), or the final figure once reaped."""
         if self.usage is not None:

@@ -24,21 +24,6 @@ from headrace.verify import verify_source
 __all__ = ["stage_e2e", "stage_e2e_all"]
 
 
-async def _wait_for_line(child: Child, needle: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if needle in child.stderr_path.read_text(errors="replace"):
-                return
-        except OSError:
-            pass
-        if not child.running:
-            raise RuntimeError(f"{child.name} exited before {needle!r}:\n{child.tail()}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{child.name}: no {needle!r} after {timeout_s} s")
-        await asyncio.sleep(0.05)
-
-
 class _LedgerWatch:
     """Samples ``COUNT(*)`` of ingest_ledger every 0.1 s; remembers when each count was seen."""
 
@@ -116,7 +101,7 @@ async def stage_e2e(ctx: Context, workers: int) -> dict[str, Any]:
     profiler = Profiler(ctx.opts.py_spy_dir if workers == ctx.opts.e2e_workers[0] else None)
     try:
         for proc in procs:
-            await _wait_for_line(proc, "worker_start", 60)
+            await proc.wait_for_output("worker_start", 60)
             profiler.attach(proc)
         watch.start()
         counts_before = ctx.moto_counts()

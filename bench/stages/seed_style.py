@@ -75,11 +75,7 @@ async def stage_seed(ctx: Context) -> None:
     )
     sender: Child | None = None
     try:
-        deadline = time.monotonic() + 60
-        while "READY" not in consumer.stdout_path.read_text(errors="replace"):
-            if not consumer.running or time.monotonic() > deadline:
-                raise RuntimeError(f"seed consumer did not start:\n{consumer.tail()}")
-            await asyncio.sleep(0.05)
+        await consumer.wait_for_output("READY", 60, stdout=True)
         counts_before = ctx.moto_counts()
         sender = ctx.child(
             "seed-sender",
