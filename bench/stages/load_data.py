@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -45,22 +44,9 @@ def _split_csv(path: Path, parts: int, out_dir: Path) -> list[Path]:
 async def _load_data(ctx: Context, files: list[Path]) -> dict[str, Any]:
     """One ``mariadb --local-infile`` client per file, all at once (asyncmy 0.2.18 cannot:
     its LOAD DATA LOCAL handler rejects the file name the server sends back as bytes)."""
-    client = shutil.which("mariadb") or shutil.which("mysql")
-    if client is None:
-        raise RuntimeError("the mariadb command-line client is not installed")
-    base = [
-        client,
-        "--no-defaults",
-        "--protocol=TCP",
-        f"--host={ctx.mariadb.host}",
-        f"--port={ctx.mariadb.port}",
-        "--user=root",
-        "--local-infile=1",
-        "--batch",
-        "--skip-column-names",
-        DATABASE,
-        "--execute",
-    ]
+    base = ctx.mariadb.client_command(
+        "--local-infile=1", "--batch", "--skip-column-names", DATABASE, "--execute"
+    )
 
     def sql(path: Path) -> str:
         quoted = str(path).replace("\\", "\\\\").replace("'", "\\'")
