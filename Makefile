@@ -10,7 +10,7 @@ BENCH_ROWS ?= 1000000
 BENCH_SEED_ROWS ?= 50000
 
 SOAK_ROWS ?= 5000000
-PY_PATHS := headrace producer worker cli migrations tests bench scripts
+PY_PATHS := headrace producer worker cli migrations tests bench scripts testbed
 
 .PHONY: help venv demo test faults soak lint format sysdeps docs clean bench
 

@@ -1,7 +1,7 @@
-"""`python -m bench`: the benchmark harness (see bench/harness.py, `make bench`)."""
+"""`python -m bench`: the benchmark harness (see bench/run.py, `make bench`)."""
 
 import sys
 
-from bench.harness import main
+from bench.run import main
 
 sys.exit(main())

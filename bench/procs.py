@@ -3,15 +3,13 @@
 A :class:`Child` is started with :class:`subprocess.Popen` but reaped only here, with
 ``wait4``, which returns the child's own user and system CPU time.
 
-Peak RSS is *not* taken from ``wait4``'s ``ru_maxrss``: on Linux, exec records the RSS of the
-address space it replaces, which for a child forked (or vforked) from this process is the
-benchmark's own RSS, so ``ru_maxrss`` of every child is at least the parent's size at spawn
-time. Instead :func:`sample_forever` reads each live child's ``VmHWM`` (the high-water mark of
-its own, post-exec address space) from ``/proc/<pid>/status`` every 20 ms; only growth in a
+Peak RSS is *not* taken from ``wait4``'s ``ru_maxrss``, which for a child of this process
+includes the benchmark's own RSS at spawn time (see :mod:`testbed.procs`). Instead
+:func:`sample_forever` reads each live child's ``VmHWM`` every 20 ms; only growth in a
 child's last 20 ms could be missed. ``ru_maxrss`` is kept in the results for reference.
 
-CPU of processes that outlive a stage (mariadbd, moto) is read from ``/proc/<pid>/stat``
-before and after.
+CPU of processes that outlive a stage (mariadbd, moto) is read with
+:func:`testbed.procs.proc_cpu_s` before and after.
 """
 
 from __future__ import annotations
@@ -27,36 +25,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Child", "Usage", "proc_cpu_s", "proc_hwm_kb", "sample_forever", "system_busy_s"]
+from testbed.procs import proc_cpu_s, proc_hwm_kb
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
+__all__ = ["Child", "Usage", "sample_forever"]
+
 SAMPLE_INTERVAL_S = 0.02
 _LIVE: set[Child] = set()
-
-
-def system_busy_s() -> float:
-    """CPU seconds the whole machine has been busy (all processes, all cores), /proc/stat."""
-    try:
-        with open("/proc/stat", "rb") as fh:
-            fields = fh.readline().split()[1:]
-    except OSError:
-        return 0.0
-    # user nice system idle iowait irq softirq steal ...
-    values = [int(v) for v in fields[:8]]
-    busy = values[0] + values[1] + values[2] + values[5] + values[6] + values[7]
-    return busy / _CLK_TCK
-
-
-def proc_hwm_kb(pid: int) -> int:
-    """Peak RSS (VmHWM, KiB) of a live process's current address space; 0 if unknown."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 async def sample_forever() -> None:
@@ -65,17 +39,6 @@ async def sample_forever() -> None:
         for child in list(_LIVE):
             child.sample()
         await asyncio.sleep(SAMPLE_INTERVAL_S)
-
-
-def proc_cpu_s(pid: int) -> float:
-    """user+sys CPU seconds of a live process so far (0.0 if it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rpartition(")")[2].split()
-    # fields[0] is field 3 (state): utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
 @dataclass
@@ -167,6 +130,27 @@ class Child:
                     f"stderr tail:\n{self.tail()}"
                 )
             await asyncio.sleep(0.02)
+
+    async def wait_for_output(self, needle: str, timeout_s: float, *, stdout: bool = False) -> str:
+        """Poll the child's stderr (or stdout) until it contains ``needle``; returns the text.
+
+        Raises RuntimeError if the child exits first, TimeoutError after ``timeout_s``."""
+        path = self.stdout_path if stdout else self.stderr_path
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                text = ""
+            if needle in text:
+                return text
+            if not self.running:
+                raise RuntimeError(f"{self.name} exited before {needle!r}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self.name}: no {needle!r} after {timeout_s} s; stderr tail:\n{self.tail()}"
+                )
+            await asyncio.sleep(0.05)
 
     def cpu_s(self) -> float:
         """CPU seconds so far (live), or the final figure once reaped."""

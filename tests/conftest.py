@@ -3,7 +3,7 @@
 Under pytest-xdist every worker is its own process with its own session, so each worker
 gets its own ``mariadbd`` (own datadir under its own basetemp, own port) and its own
 moto server. Tests that kill, restart or reconfigure a server should start a private
-:class:`support.mariadb.MariaDBServer` in ``tmp_path`` rather than use the shared one.
+:class:`testbed.mariadb.MariaDBServer` in ``tmp_path`` rather than use the shared one.
 """
 
 from __future__ import annotations
@@ -14,20 +14,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.mariadb import MariaDBServer
-from support.moto import (
-    AWS_VARS_TO_UNSET,
-    FAKE_ACCESS_KEY,
-    FAKE_SECRET_KEY,
-    REGION,
-    QueuePair,
-    create_queue_pair,
-    start_moto,
-)
 from support.pipeline import cli_env_for, prepare_database
 
 from headrace.db import create_engine
 from headrace.settings import Settings
+from testbed.mariadb import MariaDBServer
+from testbed.moto import AWS_VARS_TO_UNSET, QueuePair, create_queue_pair, fake_aws_env, start_moto
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,13 +27,9 @@ def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Fake credentials and region for the whole session; no config files are read."""
     missing = tmp_path_factory.mktemp("aws") / "does-not-exist"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY)
-        mp.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET_KEY)
-        mp.setenv("AWS_DEFAULT_REGION", REGION)
-        mp.setenv("AWS_REGION", REGION)
-        mp.setenv("AWS_CONFIG_FILE", str(missing / "config"))
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(missing / "credentials"))
-        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        fake = fake_aws_env(str(missing / "config"), str(missing / "credentials"))
+        for name, value in fake.items():
+            mp.setenv(name, value)
         for name in AWS_VARS_TO_UNSET:
             mp.delenv(name, raising=False)
         yield

@@ -13,10 +13,11 @@ from typing import Any
 
 import asyncmy
 import pytest
-import support.mariadb as mariadb_module
 from aiobotocore.session import get_session
-from support.mariadb import MariaDBServer, MariaDBStartError, ensure_mariadbd
-from support.moto import create_queue_pair
+
+import testbed.mariadb as mariadb_module
+from testbed.mariadb import MariaDBServer, MariaDBStartError, ensure_mariadbd
+from testbed.moto import create_queue_pair
 
 # Generous for a loaded CI box, tiny compared with "hangs forever".
 QUERY_TIMEOUT_S = 10.0

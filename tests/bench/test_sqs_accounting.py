@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from prometheus_client import generate_latest
-from support.moto import QueuePair
 
 from headrace.settings import Settings
 from headrace.sqs import billed_units, request_counts, sqs_client
+from testbed.moto import QueuePair
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import MessageAttributeValueTypeDef, MessageTypeDef

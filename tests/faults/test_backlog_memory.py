@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.pipeline import assert_invariant, produce_cli, start_worker
 
-from bench.procs import proc_hwm_kb
 from cli.datagen import generate_csv, observations
 from headrace.settings import Settings
 from headrace.tables import ingest_ledger, rejected_rows
+from testbed.procs import proc_hwm_kb
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.moto import QueuePair
 from support.pipeline import (
     assert_invariant,
     count,
@@ -24,6 +23,7 @@ from cli.datagen import generate_csv
 from headrace.settings import Settings
 from headrace.sqs import sqs_client
 from headrace.tables import ingest_ledger
+from testbed.moto import QueuePair
 
 pytestmark = pytest.mark.slow
 

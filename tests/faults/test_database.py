@@ -18,8 +18,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from structlog.testing import capture_logs
-from support.mariadb import MariaDBServer
-from support.moto import QueuePair
 from support.pipeline import (
     assert_invariant,
     cli_env_for,
@@ -35,6 +33,8 @@ from headrace import failpoints
 from headrace.db import create_engine
 from headrace.settings import Settings
 from headrace.tables import ingest_ledger, rejected_rows
+from testbed.mariadb import MariaDBServer
+from testbed.moto import QueuePair
 from worker.app import Worker, WorkerStats
 
 pytestmark = pytest.mark.slow

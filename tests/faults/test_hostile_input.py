@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.moto import QueuePair
 from support.pipeline import (
     assert_invariant,
     count,
@@ -35,6 +34,7 @@ from support.pipeline import (
 
 from cli.datagen import HEADER, observations
 from headrace.settings import Settings
+from testbed.moto import QueuePair
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,6 @@ from pathlib import Path
 import orjson
 import pytest
 from sqlalchemy import func, select
-from support.mariadb import MariaDBServer
-from support.moto import QueuePair, create_queue_pair
 from support.pipeline import cli_env_for, prepare_database, start_worker, stop_process
 
 from cli.datagen import generate_csv
@@ -26,6 +24,8 @@ from cli.verify import verify_source
 from headrace.db import create_engine
 from headrace.settings import Settings
 from headrace.tables import ingest_ledger
+from testbed.mariadb import MariaDBServer
+from testbed.moto import QueuePair, create_queue_pair
 
 pytestmark = pytest.mark.soak
 

@@ -17,7 +17,6 @@ import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
-from support.moto import create_queue_pair
 from support.pipeline import (
     assert_invariant,
     cli_env_for,
@@ -35,6 +34,7 @@ from headrace.settings import Settings
 from headrace.tables import ingest_ledger
 from producer.app import produce
 from producer.sender import Sender
+from testbed.moto import create_queue_pair
 from worker.app import Worker
 
 pytestmark = pytest.mark.slow

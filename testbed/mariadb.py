@@ -1,4 +1,4 @@
-"""A throwaway ``mariadbd`` for tests.
+"""A throwaway ``mariadbd`` for the tests and the benchmark.
 
 Every :class:`MariaDBServer` owns one ``mariadbd`` child process with its own datadir,
 unix socket, pid file and error log inside a directory the caller hands in, listening on
@@ -319,21 +319,23 @@ class MariaDBServer:
 
     # ------------------------------------------------------------------ SQL helpers
 
-    def execute(self, sql: str, *, database: str | None = None, timeout_s: float = 30.0) -> str:
-        """Run SQL through the ``mariadb`` CLI as root; returns tab-separated stdout."""
-        cmd = [
+    def client_command(self, *args: str) -> list[str]:
+        """The ``mariadb`` CLI connected to this server as root (no option files), plus ``args``."""
+        return [
             _find_client(),
             "--no-defaults",
             "--protocol=TCP",
             f"--host={HOST}",
             f"--port={self.port}",
             "--user=root",
-            "--connect-timeout=5",
-            "--batch",
-            "--skip-column-names",
-            "--execute",
-            sql,
+            *args,
         ]
+
+    def execute(self, sql: str, *, database: str | None = None, timeout_s: float = 30.0) -> str:
+        """Run SQL through the ``mariadb`` CLI as root; returns tab-separated stdout."""
+        cmd = self.client_command(
+            "--connect-timeout=5", "--batch", "--skip-column-names", "--execute", sql
+        )
         if database is not None:
             cmd.append(database)
         try:

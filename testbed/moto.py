@@ -1,4 +1,7 @@
-"""An in-process moto SQS endpoint on 127.0.0.1 and queue helpers for tests.
+"""A fake AWS environment, an in-process moto endpoint on 127.0.0.1 and queue helpers.
+
+Used by the tests (a moto server thread per session) and by the benchmark (a moto server
+process of its own, :mod:`bench.motoserver`, with the same fake credentials and queues).
 
 Defaults of a queue created by moto 5.2.5 without attributes (moto/sqs/models.py):
 VisibilityTimeout=30, MessageRetentionPeriod=345600 (4 days), DelaySeconds=0,
@@ -20,6 +23,7 @@ randomly named queues (:func:`create_queue_pair`); nothing is reset between test
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 from collections.abc import Mapping
@@ -38,6 +42,7 @@ __all__ = [
     "REGION",
     "QueuePair",
     "create_queue_pair",
+    "fake_aws_env",
     "start_moto",
 ]
 
@@ -61,6 +66,24 @@ FAKE_ACCESS_KEY = "testing"
 FAKE_SECRET_KEY = "testing"  # moto accepts any credentials
 DLQ_RETENTION_S = 14 * 24 * 3600  # the SQS maximum, as for a real DLQ
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
+
+
+def fake_aws_env(
+    config_file: str = os.devnull, credentials_file: str = os.devnull
+) -> dict[str, str]:
+    """Variables for fake credentials in :data:`REGION`, no config files, no instance metadata.
+
+    Set them and drop :data:`AWS_VARS_TO_UNSET` too: a leftover profile or endpoint would win.
+    """
+    return {
+        "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_CONFIG_FILE": config_file,
+        "AWS_SHARED_CREDENTIALS_FILE": credentials_file,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
 
 
 class QueuePair(NamedTuple):

@@ -1,0 +1,61 @@
+"""The measured paths of a run, in display order, for the tables and the chart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["foreign_cpu_s", "measured_paths", "window_cpu_s"]
+
+
+def window_cpu_s(run: dict[str, Any]) -> dict[str, float]:
+    """CPU seconds per process while ``run`` was timed ({} if not measured)."""
+    cpu: dict[str, float] = run.get("cpu_s") or run.get("cpu_s_in_window") or {}
+    return cpu
+
+
+def foreign_cpu_s(run: dict[str, Any]) -> float:
+    """CPU seconds of processes outside the benchmark while ``run`` was timed."""
+    return float(window_cpu_s(run).get("others", 0.0))
+
+
+def measured_paths(results: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """(label, run, note) for every measured path, in display order."""
+    out: list[tuple[str, dict[str, Any], str]] = []
+    meta = results["meta"]
+    for n, run in results.get("load_data", {}).items():
+        note = (
+            f"IGNORE: {run['rows_loaded']:,} rows loaded, {run['warnings']:,} warnings "
+            f"(the {meta['bad_rows']:,} out-of-range quantities are clipped to 32767, not "
+            "rejected)"
+            if n == "1"
+            else "the file split in two halves (split not timed)"
+        )
+        runs = run.get("all_rows_per_s", [])
+        if len(runs) > 1:
+            note += "; best of " + ", ".join(f"{r:,.0f}" for r in runs)
+        out.append((f"LOAD DATA LOCAL INFILE, {n} conn", run, note))
+    sink = results.get("sink", {})
+    for n, run in sink.items():
+        if not isinstance(run, dict):
+            continue
+        note = (
+            f"{run['batches']} batches of ~{sink['batch_rows']:,} rows "
+            f"({sink['envelope_rows']:,}-row envelopes), {run['statements']} statements"
+        )
+        out.append((f"sink only, {n} concurrent", run, note))
+    for n, run in results.get("e2e", {}).items():
+        b = run["batches"]
+        note = (
+            f"{run['messages']} messages; producer done at {run['producer_s']:.1f} s; "
+            f"{b.get('batches', 0)} flushes of ~{b.get('rows_per_batch', 0):,.0f} rows"
+        )
+        out.append((f"end to end, {n} worker(s)", run, note))
+    seed = results.get("seed")
+    if seed:
+        note = (
+            f"10 rows/message, {seed['handlers']} handlers, pool {seed['pool']}; moto "
+            f"{seed['moto_ms_per_request']} CPU-ms/request (moto-bound); consumer CPU-bound "
+            f"ceiling {seed['consumer_cpu_bound_rows_per_s']:,.0f} rows/s"
+        )
+        out.append((f"seed-style ({seed['rows']:,} rows)", seed, note))
+    return out

@@ -1,0 +1,165 @@
+"""Stage 2, sink only: :meth:`worker.sink.Sink.write` on pre-decoded batches, N concurrent."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from bench.context import TABLE, Context
+from bench.measure import cpu_delta
+from bench.progress import fmt_rate, log
+from headrace.db import create_engine
+from headrace.envelope import Envelope, decode
+from headrace.schema import reflect_table
+from producer.packer import Packer
+
+__all__ = ["stage_sink"]
+
+
+async def _decoded_batches(ctx: Context) -> tuple[list[list[Envelope]], int]:
+    """The CSV as the worker would receive it: read and validated as the producer does, packed
+    by :class:`producer.packer.Packer` (uncompressed, sized for ``envelope_rows`` rows a
+    message) and decoded by :func:`headrace.envelope.decode`; grouped into batches the way
+    the worker's buffer does (a batch is cut once it holds ``flush_rows`` rows)."""
+    from producer.reader import CsvReader
+    from producer.sources import open_source
+
+    p = ctx.settings.producer
+    async with ctx.engine.connect() as conn:
+        schema = await reflect_table(conn, TABLE)
+    source = open_source(str(ctx.csv_path))
+    reader = CsvReader(
+        source.open(max_ratio=p.max_gzip_ratio, max_bytes=p.max_decompressed_bytes),
+        source=source.uri,
+        chunk_rows=p.chunk_rows,
+        max_field_bytes=p.max_field_bytes,
+    )
+    flush_rows = ctx.settings.worker.flush_rows
+    per_envelope = ctx.opts.envelope_rows or max(1, flush_rows // 5)
+    envelopes: list[Envelope] = []
+    packer: Packer | None = None
+    valid_rows = 0
+    try:
+        specs = schema.resolve_header(reader.header, source=source.uri)
+        for chunk in reader.chunks():
+            valid = schema.validate(specs, chunk.rows, chunk.lines)
+            rows = valid.rows
+            rejects = sorted(chunk.rejects + valid.rejects, key=lambda r: r.line)
+            valid_rows += len(valid.lines)
+            if packer is None:  # size the budget from the first chunk's encoded rows
+                sample = [list(r) for r in rows[:1000]]
+                per_row = len(orjson.dumps(sample)) / max(1, len(sample)) + 8
+                packer = Packer(
+                    run_id="b" * 32,
+                    table=TABLE,
+                    columns=[s.name for s in specs],
+                    source=source.uri,
+                    budget=int(per_envelope * per_row) + 4096,
+                    compression="none",
+                )
+            for msg in packer.add(rows, valid.lines, rejects):
+                envelopes.append(decode(msg.body, msg.attributes()))
+        if packer is not None:
+            envelopes.extend(decode(m.body, m.attributes()) for m in packer.finish())
+    finally:
+        reader.close()
+    batches: list[list[Envelope]] = []
+    current: list[Envelope] = []
+    current_rows = 0
+    for env in envelopes:
+        current.append(env)
+        current_rows += len(env.lines)
+        if current_rows >= flush_rows:
+            batches.append(current)
+            current, current_rows = [], 0
+    if current:
+        batches.append(current)
+    return batches, valid_rows
+
+
+async def _sink_run(
+    ctx: Context, batches: list[list[Envelope]], concurrency: int, expected_rows: int
+) -> dict[str, Any]:
+    from worker.sink import Sink
+
+    await ctx.truncate()
+    s = ctx.settings
+    engine = create_engine(s, pool_size=concurrency)
+    try:
+        async with engine.connect() as conn:
+            schema = await reflect_table(conn, TABLE)
+        # Warm the pool: a running worker has its connections open.
+        warm = [await engine.connect() for _ in range(concurrency)]
+        for conn in warm:
+            await conn.execute(sa.text("SELECT 1"))
+            await conn.close()
+        sink = Sink(
+            engine,
+            max_statement_bytes=s.worker.max_statement_bytes,
+            statement_timeout_s=s.db.statement_timeout_s,
+        )
+        queue: asyncio.Queue[list[Envelope]] = asyncio.Queue()
+        for batch in batches:
+            queue.put_nowait(batch)
+        totals = {"inserted": 0, "rejected": 0, "statements": 0, "batches": 0}
+
+        async def loop() -> None:
+            while not queue.empty():
+                batch = queue.get_nowait()
+                result = await sink.write(schema, batch)
+                totals["inserted"] += result.rows_inserted
+                totals["rejected"] += result.rows_rejected
+                totals["statements"] += result.statements
+                totals["batches"] += 1
+
+        before = ctx.cpu_now()
+        started = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+        cpu = cpu_delta(ctx.cpu_now(), before)
+    finally:
+        await engine.dispose()
+    if totals["inserted"] != expected_rows:
+        raise RuntimeError(f"sink inserted {totals['inserted']} rows, expected {expected_rows}")
+    return {
+        "sinks": concurrency,
+        "seconds": round(seconds, 3),
+        "rows": ctx.opts.rows,
+        "rows_per_s": ctx.opts.rows / seconds,
+        **totals,
+        "cpu_s": cpu,
+    }
+
+
+async def stage_sink(ctx: Context) -> None:
+    started = time.perf_counter()
+    batches, valid_rows = await _decoded_batches(ctx)
+    gc.collect()
+    gc.freeze()  # a million decoded rows: keep them out of the timed runs' collections
+    n_envelopes = sum(len(b) for b in batches)
+    envelope_rows = valid_rows / max(1, n_envelopes)
+    batch_rows = valid_rows / max(1, len(batches))
+    log(
+        ctx.console,
+        f"sink input: {valid_rows:,} valid rows in {n_envelopes} envelopes of "
+        f"~{envelope_rows:,.0f} rows, {len(batches)} batches of ~{batch_rows:,.0f} rows "
+        f"(packed and decoded in {time.perf_counter() - started:.1f} s, not timed)",
+    )
+    out: dict[str, Any] = {
+        "envelope_rows": round(envelope_rows),
+        "batch_rows": round(batch_rows),
+        "batches": len(batches),
+    }
+    for n in ctx.opts.sink_concurrency:
+        out[str(n)] = await _sink_run(ctx, batches, n, valid_rows)
+        log(ctx.console, f"sink only, {n} concurrent: {fmt_rate(out[str(n)])}")
+    del batches
+    gc.unfreeze()
+    gc.collect()
+    await ctx.truncate()
+    ctx.results["sink"] = out
