@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-__all__ = ["MariaDBServer", "MariaDBStartError", "ensure_mariadbd"]
+__all__ = ["MariaDBServer", "MariaDBStartError", "ensure_mariadbd", "spawn_server"]
 
 HOST = "127.0.0.1"
 DEFAULT_START_TIMEOUT_S = 30.0
@@ -158,6 +158,22 @@ def _kill_leftovers() -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
         _LIVE.discard(proc)
+
+
+def spawn_server(cmd: Sequence[str], out: IO[bytes], cwd: Path) -> subprocess.Popen[bytes]:
+    """Start a test server process, output to ``out``; killed at exit if nobody stopped it."""
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        # Own process group: a Ctrl-C in the terminal reaches pytest, which then
+        # stops the server cleanly, instead of killing it mid-test.
+        start_new_session=True,
+    )
+    _LIVE.add(proc)
+    return proc
 
 
 class MariaDBServer:
@@ -422,21 +438,11 @@ class MariaDBServer:
     def _spawn(self) -> None:
         self._out = self.stdout_log.open("ab")
         try:
-            self._proc = subprocess.Popen(
-                self._command(),
-                stdin=subprocess.DEVNULL,
-                stdout=self._out,
-                stderr=subprocess.STDOUT,
-                cwd=self.base_dir,
-                # Own process group: a Ctrl-C in the terminal reaches pytest, which then
-                # stops the server cleanly, instead of killing mariadbd mid-test.
-                start_new_session=True,
-            )
+            self._proc = spawn_server(self._command(), self._out, self.base_dir)
         except BaseException:
             self._out.close()
             self._out = None
             raise
-        _LIVE.add(self._proc)
         self._paused = False
 
     def _wait_ready(self, deadline: float, log_offset: int) -> None:

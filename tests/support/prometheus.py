@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from support.mariadb import HOST, _find_executable, _pick_port, _tail
+from support.mariadb import HOST, _find_executable, _pick_port, _tail, spawn_server
 
 __all__ = [
     "PrometheusError",
@@ -178,14 +178,7 @@ class _Server:
 
     def _spawn(self) -> None:
         self._out = self.log_path.open("ab")
-        self._proc = subprocess.Popen(
-            self._command(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            cwd=self.base_dir,
-            start_new_session=True,  # a Ctrl-C reaches pytest, which stops us cleanly
-        )
+        self._proc = spawn_server(self._command(), self._out, self.base_dir)
 
     def _wait_ready(self, deadline: float) -> None:
         proc = self._proc
