@@ -10,9 +10,9 @@ BENCH_ROWS ?= 1000000
 BENCH_SEED_ROWS ?= 50000
 
 SOAK_ROWS ?= 5000000
-PY_PATHS := headrace producer worker cli migrations tests bench scripts testbed
+PY_PATHS := headrace producer worker cli migrations tests bench scripts testbed deploy
 
-.PHONY: help venv demo test faults soak lint format sysdeps docs clean bench
+.PHONY: help venv demo test faults soak lint format sysdeps docs clean bench dashboard
 
 help:
 	@echo "make demo    - install, generate $(ROWS) rows, run producer + worker on embedded defaults"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint    - ruff check, ruff format --check, mypy --strict, import layer contracts"
 	@echo "make faults  - only the fault-injection scenarios (tests/faults; part of make test too)"
 	@echo "make soak    - $(SOAK_ROWS) rows, worker SIGKILLed every 30 s, DB restarted twice (not in make test)"
+	@echo "make dashboard - regenerate deploy/grafana/headrace.json from deploy/grafana/dashboard.py"
 	@echo "make bench   - benchmark, $(BENCH_ROWS) rows (not part of make test); results in bench/results/"
 
 $(STAMP): pyproject.toml
@@ -34,7 +35,7 @@ demo: $(STAMP)
 	$(BIN)/headrace demo --rows $(ROWS)
 
 sysdeps:
-	bash scripts/ensure-system-deps.sh
+	bash scripts/ensure-system-deps.sh --with-prometheus
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(PY_PATHS)
@@ -62,6 +63,10 @@ bench: sysdeps $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache
+
+# The committed dashboard JSON is generated; tests/deploy fails when it is stale.
+dashboard: $(STAMP)
+	$(BIN)/python -m deploy.grafana.dashboard
 
 docs: $(STAMP)
 	$(BIN)/python scripts/settings_table.py

@@ -2,7 +2,8 @@
 # Make sure the system packages the test suite needs are installed (Debian/Ubuntu).
 #
 #   scripts/ensure-system-deps.sh                    # mariadbd (+ mariadb client)
-#   scripts/ensure-system-deps.sh --with-prometheus  # ... and promtool
+#   scripts/ensure-system-deps.sh --with-prometheus  # ... and prometheus, promtool and
+#                                                    # prometheus-pushgateway
 #
 # Idempotent and fast when everything is present: no apt-get call at all then.
 # The tests start their own throwaway mariadbd, so the system service is never started
@@ -14,7 +15,7 @@ for arg in "$@"; do
     case "$arg" in
         --with-prometheus) with_prometheus=1 ;;
         -h | --help)
-            sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -46,8 +47,14 @@ if ! find_cmd mariadbd >/dev/null; then
 elif ! find_cmd mariadb >/dev/null && ! find_cmd mysql >/dev/null; then
     packages+=(mariadb-client)
 fi
-if ((with_prometheus)) && ! find_cmd promtool >/dev/null; then
-    packages+=(prometheus)
+if ((with_prometheus)); then
+    # Debian's prometheus ships both prometheus and promtool.
+    if ! find_cmd promtool >/dev/null || ! find_cmd prometheus >/dev/null; then
+        packages+=(prometheus)
+    fi
+    if ! find_cmd prometheus-pushgateway >/dev/null; then
+        packages+=(prometheus-pushgateway)
+    fi
 fi
 
 if ((${#packages[@]} == 0)); then
@@ -74,8 +81,8 @@ fi
 
 echo "ensure-system-deps: installing ${packages[*]}" >&2
 
-# Keep the package's maintainer scripts from starting the system mariadb/prometheus
-# service: invoke-rc.d consults policy-rc.d, and exit code 101 means "action forbidden".
+# Keep the package's maintainer scripts from starting the system mariadb/prometheus/
+# pushgateway service: invoke-rc.d consults policy-rc.d, and exit code 101 means "action forbidden".
 # Only installed if there is none yet, and removed again afterwards.
 policy=/usr/sbin/policy-rc.d
 added_policy=0
@@ -101,8 +108,10 @@ find_cmd mariadbd >/dev/null || {
     exit 1
 }
 if ((with_prometheus)); then
-    find_cmd promtool >/dev/null || {
-        echo "ensure-system-deps: promtool still not found after installing" >&2
-        exit 1
-    }
+    for cmd in promtool prometheus prometheus-pushgateway; do
+        find_cmd "$cmd" >/dev/null || {
+            echo "ensure-system-deps: $cmd still not found after installing" >&2
+            exit 1
+        }
+    done
 fi

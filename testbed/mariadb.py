@@ -20,12 +20,9 @@ Two bootstrap modes:
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
-import random
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,20 +32,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from testbed.servers import (
+    HOST,
+    LOG_TAIL_LINES,
+    find_executable,
+    forget_server,
+    pick_port,
+    spawn_server,
+    tail,
+)
+
 __all__ = ["MariaDBServer", "MariaDBStartError", "ensure_mariadbd"]
 
-HOST = "127.0.0.1"
 DEFAULT_START_TIMEOUT_S = 30.0
 DEFAULT_STOP_TIMEOUT_S = 30.0
-# Below the Linux ephemeral range (32768-60999) so that outgoing client sockets (moto,
-# aiobotocore, the drivers) never hold the port we picked between probe and bind.
-_PORT_RANGE = (20000, 32000)
 _START_ATTEMPTS = 5
 _POLL_INTERVAL_S = 0.05
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux
 _SEARCH_DIRS = ("/usr/sbin", "/usr/libexec")
 _DB_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-_LOG_TAIL_LINES = 40
 
 _INSTALL_HINT = (
     "Run `make test` (it calls scripts/ensure-system-deps.sh, which installs the Debian "
@@ -60,18 +62,9 @@ class MariaDBStartError(RuntimeError):
     """mariadbd did not come up (or died) before the start deadline."""
 
 
-def _find_executable(*names: str) -> str | None:
-    extra = os.pathsep.join(_SEARCH_DIRS)
-    for name in names:
-        found = shutil.which(name) or shutil.which(name, path=extra)
-        if found:
-            return found
-    return None
-
-
 def ensure_mariadbd() -> str:
     """Return the path to ``mariadbd`` (PATH, /usr/sbin, /usr/libexec) or raise."""
-    found = _find_executable("mariadbd")
+    found = find_executable("mariadbd")
     if found is None:
         raise RuntimeError(
             f"mariadbd not found in PATH or {', '.join(_SEARCH_DIRS)}; the test suite "
@@ -81,29 +74,10 @@ def ensure_mariadbd() -> str:
 
 
 def _find_client() -> str:
-    found = _find_executable("mariadb", "mysql")
+    found = find_executable("mariadb", "mysql")
     if found is None:
         raise RuntimeError(f"the mariadb command-line client is not installed. {_INSTALL_HINT}")
     return found
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-        return True
-
-
-def _pick_port() -> int:
-    rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.randrange(*_PORT_RANGE)
-        if _port_is_free(port):
-            return port
-    raise RuntimeError(f"no free TCP port found in {_PORT_RANGE}")
 
 
 def _read_greeting(port: int, timeout_s: float) -> bytes | None:
@@ -127,37 +101,11 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def _tail(path: Path, start: int = 0, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(start)
-            data = fh.read()
-    except OSError:
-        return f"<{path} unreadable>"
-    text = data.decode("utf-8", "replace").rstrip()
-    return "\n".join(text.splitlines()[-lines:]) if text else "<empty>"
-
-
 def _file_size(path: Path) -> int:
     try:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-_LIVE: set[subprocess.Popen[bytes]] = set()
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    # Last resort for servers whose owner never called stop() (e.g. an interpreter that
-    # exits without running fixture finalizers). SIGKILL also works on stopped processes.
-    for proc in list(_LIVE):
-        with contextlib.suppress(OSError):
-            proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-        _LIVE.discard(proc)
 
 
 class MariaDBServer:
@@ -243,14 +191,14 @@ class MariaDBServer:
         attempts = 1 if pinned else _START_ATTEMPTS
         for attempt in range(1, attempts + 1):
             if not pinned:
-                self._port = _pick_port()
+                self._port = pick_port()
             log_offset = _file_size(self.error_log)
             self._spawn()
             try:
                 self._wait_ready(deadline, log_offset)
             except MariaDBStartError:
                 self._reap_failed()
-                lost_bind = "Bind on TCP/IP port" in _tail(self.error_log, log_offset)
+                lost_bind = "Bind on TCP/IP port" in tail(self.error_log, log_offset)
                 if lost_bind and attempt < attempts and time.monotonic() < deadline:
                     continue  # somebody grabbed the port between probe and bind
                 raise
@@ -356,8 +304,8 @@ class MariaDBServer:
         self.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
         return self.url(name)
 
-    def error_log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
-        return _tail(self.error_log, lines=lines)
+    def error_logtail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return tail(self.error_log, lines=lines)
 
     # ------------------------------------------------------------------ internals
 
@@ -394,7 +342,7 @@ class MariaDBServer:
         return cmd
 
     def _install_db(self) -> None:
-        install = _find_executable("mariadb-install-db", "mysql_install_db")
+        install = find_executable("mariadb-install-db", "mysql_install_db")
         if install is None:
             raise RuntimeError(f"mariadb-install-db not found. {_INSTALL_HINT}")
         cmd = [
@@ -418,27 +366,17 @@ class MariaDBServer:
             )
         if done.returncode != 0:
             raise MariaDBStartError(
-                f"mariadb-install-db failed (exit {done.returncode}):\n{_tail(log)}"
+                f"mariadb-install-db failed (exit {done.returncode}):\n{tail(log)}"
             )
 
     def _spawn(self) -> None:
         self._out = self.stdout_log.open("ab")
         try:
-            self._proc = subprocess.Popen(
-                self._command(),
-                stdin=subprocess.DEVNULL,
-                stdout=self._out,
-                stderr=subprocess.STDOUT,
-                cwd=self.base_dir,
-                # Own process group: a Ctrl-C in the terminal reaches pytest, which then
-                # stops the server cleanly, instead of killing mariadbd mid-test.
-                start_new_session=True,
-            )
+            self._proc = spawn_server(self._command(), self._out, self.base_dir)
         except BaseException:
             self._out.close()
             self._out = None
             raise
-        _LIVE.add(self._proc)
         self._paused = False
 
     def _wait_ready(self, deadline: float, log_offset: int) -> None:
@@ -488,8 +426,8 @@ class MariaDBServer:
     def _fail(self, reason: str, log_offset: int) -> None:
         raise MariaDBStartError(
             f"{reason}\ncommand: {' '.join(self._command())}\n"
-            f"--- tail of {self.error_log} ---\n{_tail(self.error_log, log_offset)}\n"
-            f"--- tail of {self.stdout_log} ---\n{_tail(self.stdout_log)}"
+            f"--- tail of {self.error_log} ---\n{tail(self.error_log, log_offset)}\n"
+            f"--- tail of {self.stdout_log} ---\n{tail(self.stdout_log)}"
         )
 
     def _reap_failed(self) -> None:
@@ -501,7 +439,7 @@ class MariaDBServer:
 
     def _forget(self) -> None:
         if self._proc is not None:
-            _LIVE.discard(self._proc)
+            forget_server(self._proc)
         self._proc = None
         self._paused = False
         if self._out is not None:

@@ -1,0 +1,1 @@
+"""Deployment assets that are generated from code (not installed with the package)."""

@@ -1,0 +1,1 @@
+"""The Grafana dashboard generator: ``python -m deploy.grafana.dashboard``."""
