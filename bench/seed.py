@@ -18,7 +18,7 @@ The progress file holds the consumer's count of finished messages (8 bytes, shar
 ``mmap``; no extra SQS or database requests).
 
 Both print one JSON line on stdout (wall-clock times, so they compare across processes) with
-this process's SQS request counts from :func:`headrace.sqs.request_counts` (the in-process
+this process's SQS request counts from its :class:`headrace.metrics.Metrics` (the in-process
 hooks; the benchmark checks them against the moto server's own counts). The consumer prints
 ``READY`` first, once its pool and handlers are up.
 """
@@ -43,9 +43,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cli.datagen import observations
+from headrace.metrics import Metrics
 from headrace.runtime import run
 from headrace.settings import Settings, load_settings
-from headrace.sqs import request_counts, sqs_client
+from headrace.sqs import sqs_client
 
 __all__ = ["main"]
 
@@ -70,6 +71,7 @@ def _emit(doc: dict[str, Any]) -> None:
 
 async def send(path: Path, limit: int | None, progress: Path | None, window: int) -> dict[str, Any]:
     settings = load_settings()
+    metrics = Metrics()
     url = settings.queue_url or ""
     with path.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -83,7 +85,7 @@ async def send(path: Path, limit: int | None, progress: Path | None, window: int
     sent = 0
     paused_s = 0.0
     with _progress(progress) as shared:
-        async with sqs_client(settings, pool=SEND_CONCURRENCY + 2) as client:
+        async with sqs_client(settings, metrics=metrics, pool=SEND_CONCURRENCY + 2) as client:
             queue: asyncio.Queue[list[str]] = asyncio.Queue()
             for call in calls:
                 queue.put_nowait(call)
@@ -113,7 +115,7 @@ async def send(path: Path, limit: int | None, progress: Path | None, window: int
         "last_send": time.time(),
         "window": window if progress is not None else None,
         "paused_s": round(paused_s / SEND_CONCURRENCY, 3),
-        "sqs": request_counts(),
+        "sqs": metrics.sqs_counts(),
     }
 
 
@@ -153,6 +155,7 @@ async def _consume(
     pool: int,
     wait_s: int,
 ) -> dict[str, Any]:
+    metrics = Metrics()
     url = settings.queue_url or ""
     done = asyncio.Event()
     failures: dict[str, int] = {}
@@ -166,7 +169,7 @@ async def _consume(
         for conn in conns:
             await conn.execute(sa.text("SELECT 1"))
             await conn.close()
-        async with sqs_client(settings, pool=handlers + 4) as client:
+        async with sqs_client(settings, metrics=metrics, pool=handlers + 4) as client:
             receiving: set[int] = set()
 
             async def handler(me: int) -> None:
@@ -228,7 +231,7 @@ async def _consume(
         "first_commit": first_commit,
         "last_commit": last_commit,
         "failed_inserts": failures,
-        "sqs": request_counts(),
+        "sqs": metrics.sqs_counts(),
     }
 
 

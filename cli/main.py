@@ -69,8 +69,7 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
     from producer.app import produce
 
     report = run(produce(settings, args.source, args.table, queue_url=args.queue_url))
-    out = {k: v for k, v in report.__dict__.items() if k != "rejected_lines"}
-    _print_json(out)
+    _print_json(report.as_dict())
     return 0
 
 

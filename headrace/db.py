@@ -27,6 +27,7 @@ __all__ = [
     "ErrorKind",
     "classify_error",
     "create_engine",
+    "error_reason",
     "is_disconnect",
     "is_mysql",
     "migrate",
@@ -136,6 +137,25 @@ def classify_error(exc: BaseException) -> ErrorKind:
     if isinstance(exc, sa.exc.OperationalError):  # SQLite: database is locked
         return ErrorKind.RETRY
     return ErrorKind.FATAL
+
+
+_REASONS = {
+    1213: "deadlock",
+    1205: "lock_wait",
+    1040: "too_many_connections",
+    1290: "read_only",
+    1836: "read_only",
+}
+
+
+def error_reason(exc: BaseException) -> str:
+    """A bounded label for a retried error (metrics): deadlock, lock_wait, read_only, …"""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    reason = _REASONS.get(mysql_errno(exc) or 0)
+    if reason is not None:
+        return reason
+    return "disconnect" if is_disconnect(exc) else "other"
 
 
 def is_mysql(engine: AsyncEngine | AsyncConnection) -> bool:

@@ -9,12 +9,20 @@ __all__ = [
     "HeadraceError",
     "InputError",
     "QueueError",
+    "QueueUnavailable",
     "SchemaError",
 ]
 
 
 class HeadraceError(Exception):
-    """Base class of every error headrace raises on purpose."""
+    """Base class of every error headrace raises on purpose.
+
+    ``transient`` says whether the same call may succeed when made again later: the one
+    question :func:`headrace.retry.retry` asks. Errors of the outside world (botocore,
+    SQLAlchemy) are turned into these at one boundary per backend.
+    """
+
+    transient = False
 
 
 class ConfigError(HeadraceError):
@@ -50,5 +58,13 @@ class QueueError(HeadraceError):
     """SQS refused a request that retries could not fix."""
 
 
+class QueueUnavailable(QueueError):
+    """SQS did not answer, throttled or failed on its side: worth another try later."""
+
+    transient = True
+
+
 class DatabaseUnavailable(HeadraceError):
-    """The database could not be reached within the retry budget."""
+    """The database could not be reached (or keeps failing transiently): try again later."""
+
+    transient = True

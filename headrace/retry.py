@@ -1,8 +1,13 @@
 """The one retry policy: capped exponential backoff with full jitter.
 
-Every retry in headrace (database transactions, SQS entries that came back ``Failed``,
-circuit probes) draws its delays from :class:`Backoff`; botocore's own retries run in its
-"standard" mode underneath (see :mod:`headrace.sqs`).
+Every retry in headrace draws its delays from a :class:`Backoff` and takes its failed-attempt
+step through :meth:`Backoff.pause` (log the attempt, sleep its delay): database transactions,
+SQS calls and the entries that came back ``Failed``, resumed S3 reads, failed receives,
+circuit probes. :func:`retry` is the loop for a single call that either succeeds or raises;
+loops that live longer (a poller, a probe) call :meth:`Backoff.pause` themselves. Whether a
+failure is worth another try is the error's own business (``HeadraceError.transient``, set
+where botocore's and SQLAlchemy's errors are converted). botocore's own retries run in its
+"standard" mode underneath (see :mod:`headrace.aws`).
 """
 
 from __future__ import annotations
@@ -11,11 +16,11 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
-__all__ = ["Backoff", "retry"]
+__all__ = ["Backoff", "is_transient_error", "retry"]
 
 T = TypeVar("T")
 log = structlog.get_logger("headrace.retry")
@@ -31,13 +36,30 @@ class Backoff:
         """Delay before retry number ``attempt`` (1-based): uniform in [0, min(cap, base*2^n)]."""
         return random.uniform(0, min(self.cap_s, self.base_s * (2 ** (attempt - 1))))
 
+    def exhausted(self, attempt: int) -> bool:
+        """Whether ``attempt`` failed attempts use up the budget."""
+        return attempt >= self.attempts
+
+    async def pause(self, attempt: int, event: str, *, logger: Any = None, **fields: Any) -> float:
+        """After failed attempt number ``attempt``: log ``event`` with the delay, then sleep it."""
+        delay = self.delay(attempt)
+        (logger or log).warning(event, attempt=attempt, delay_s=round(delay, 3), **fields)
+        await asyncio.sleep(delay)
+        return delay
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """headrace's own answer: a :class:`~headrace.errors.HeadraceError` marked transient."""
+    return bool(getattr(exc, "transient", False))
+
 
 async def retry(
     fn: Callable[[], Awaitable[T]],
     *,
-    should_retry: Callable[[BaseException], bool],
     backoff: Backoff,
     what: str,
+    should_retry: Callable[[BaseException], bool] = is_transient_error,
+    logger: Any = None,
 ) -> T:
     """Run ``fn`` until it succeeds, it raises something not retryable, or attempts run out."""
     attempt = 0
@@ -46,14 +68,8 @@ async def retry(
         try:
             return await fn()
         except Exception as exc:
-            if attempt >= backoff.attempts or not should_retry(exc):
+            if backoff.exhausted(attempt) or not should_retry(exc):
                 raise
-            delay = backoff.delay(attempt)
-            log.warning(
-                "retrying",
-                what=what,
-                attempt=attempt,
-                delay_s=round(delay, 3),
-                error=repr(exc)[:300],
+            await backoff.pause(
+                attempt, "retrying", logger=logger, what=what, error=repr(exc)[:300]
             )
-            await asyncio.sleep(delay)

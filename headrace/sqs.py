@@ -1,33 +1,38 @@
-"""SQS client factory and queue facts, shared by producer and worker.
+"""The one seam to SQS: a small queue interface, and its aiobotocore implementation.
 
-Clients come from an aiobotocore session with botocore's "standard" retry mode (retries
-throttling and 5xx with backoff and a retry quota), bounded timeouts and a connection pool
-sized for the concurrency in use. They are created per process, never at import.
+The worker and the producer take a :class:`Queue` (receive, delete, change visibility, send,
+attributes) rather than a botocore client, as they take an engine: tests can run their logic
+against another implementation where that is the point, and everything botocore-specific
+stays here. botocore's errors become :class:`~headrace.errors.QueueUnavailable` (transient:
+throttling, 5xx, a lost connection — :func:`headrace.aws.is_transient`) or
+:class:`~headrace.errors.QueueError` (anything else) at this one boundary; per-entry failures
+of batch calls come back as values, never as exceptions.
 
-Every client counts its requests (always on, through aiobotocore's event hooks) in two
-Prometheus counters of the default registry: ``headrace_sqs_requests_total{operation}``
-(HTTP attempts, retries included) and ``headrace_sqs_billed_units_total{operation}`` (SQS
-bills each request in 64 KiB chunks of payload, at least one: the message bodies and message
-attributes sent by SendMessage/SendMessageBatch or returned by ReceiveMessage).
-
-Every failed HTTP attempt is logged as ``sqs_attempt_failed`` (botocore retries silently, so
-an outage would otherwise show nothing until a call runs out of attempts).
+Clients come from an aiobotocore session with botocore's "standard" retry mode, bounded
+timeouts and a pool sized for the concurrency in use; they are made per process, never at
+import. When given the process's :class:`~headrace.metrics.Metrics`, a client counts its
+requests through aiobotocore's event hooks: ``headrace_sqs_requests_total{operation}`` (HTTP
+attempts, retries included) and ``headrace_sqs_billed_units_total{operation}`` (SQS bills
+each request in 64 KiB chunks of payload, at least one). Every failed HTTP attempt is logged
+as ``sqs_attempt_failed`` (botocore retries silently, so an outage would otherwise show
+nothing until a call runs out of attempts).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from aiobotocore.session import get_session
-from botocore.exceptions import ClientError
-from prometheus_client import Counter
+from botocore.exceptions import BotoCoreError, ClientError
 
 from headrace.aws import aws_config, is_transient
-from headrace.errors import ConfigError, QueueError
+from headrace.errors import ConfigError, QueueError, QueueUnavailable
+from headrace.metrics import Metrics
 from headrace.retry import Backoff, retry
 from headrace.settings import Settings
 
@@ -36,35 +41,90 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BILLING_CHUNK_BYTES",
-    "SQS_BILLED_UNITS",
-    "SQS_REQUESTS",
+    "MAX_BATCH_ENTRIES",
+    "BatchOutcome",
+    "OutgoingMessage",
+    "Queue",
     "QueueInfo",
+    "Received",
+    "SqsQueue",
     "billed_units",
-    "connect_queue",
-    "queue_info",
-    "request_counts",
-    "resolve_queue_url",
+    "open_queue",
     "sqs_client",
 ]
 
 BILLING_CHUNK_BYTES = 64 * 1024
 """SQS bills every started 64 KiB of a request's payload as one request."""
+MAX_BATCH_ENTRIES = 10
+"""Entries in one SendMessageBatch / DeleteMessageBatch / ChangeMessageVisibilityBatch call,
+and messages in one ReceiveMessage answer."""
 
-SQS_REQUESTS = Counter(
-    "headrace_sqs_requests_total",
-    "SQS API requests sent (HTTP attempts, retries included), by operation.",
-    ["operation"],
-)
-SQS_BILLED_UNITS = Counter(
-    "headrace_sqs_billed_units_total",
-    "SQS billed request units (one per started 64 KiB of payload, at least one per request).",
-    ["operation"],
-)
 _PAYLOAD_KEY = "headrace_payload_bytes"
 # Start-up against an unreachable SQS: about 5 minutes of attempts (each one retried by
 # botocore too), then fail so the orchestrator restarts the task.
 STARTUP_BACKOFF = Backoff(base_s=1.0, cap_s=30.0, attempts=14)
 log = structlog.get_logger("headrace.sqs")
+
+
+# --- what crosses the seam ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    """One received message, with what headrace reads of it."""
+
+    message_id: str
+    receipt: str
+    body: str
+    attributes: dict[str, Any]  # message attributes: {name: {"DataType", "StringValue"}}
+    receive_count: int
+    sent_at: float | None  # epoch seconds (SentTimestamp), when SQS told us
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    id: str  # unique within one send call
+    body: str
+    attributes: dict[str, Any]
+
+
+@dataclass
+class BatchOutcome:
+    """Per-entry results of a batch call: indices into the request that succeeded or failed."""
+
+    ok: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str, str, bool]] = field(default_factory=list)
+    """(index, code, message, sender_fault) of each failed entry."""
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    url: str
+    max_message_bytes: int
+    visibility_timeout_s: int
+    redrive_policy: str | None
+
+
+class Queue(Protocol):
+    """What the worker and the producer need of a queue."""
+
+    @property
+    def url(self) -> str: ...
+
+    async def receive(
+        self, *, max_messages: int, wait_s: int, visibility_s: int
+    ) -> list[Received]: ...
+
+    async def delete(self, receipts: Sequence[str]) -> BatchOutcome: ...
+
+    async def change_visibility(self, receipts: Sequence[str], timeout_s: int) -> BatchOutcome: ...
+
+    async def send(self, messages: Sequence[OutgoingMessage]) -> BatchOutcome: ...
+
+    async def attributes(self, names: Sequence[str]) -> dict[str, str]: ...
+
+
+# --- request accounting ------------------------------------------------------------------------
 
 
 def billed_units(payload_bytes: int) -> int:
@@ -101,30 +161,43 @@ def _messages_bytes(messages: Iterable[Any]) -> int:
     )
 
 
-def _note_payload(params: Mapping[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
-    """before-parameter-build: remember the payload a send carries (for every attempt)."""
-    op = model.name
-    if op == "SendMessage":
-        context[_PAYLOAD_KEY] = _messages_bytes([params])
-    elif op == "SendMessageBatch":
-        context[_PAYLOAD_KEY] = _messages_bytes(params.get("Entries", ()))
+class _Accounting:
+    """aiobotocore event hooks feeding one process's :class:`Metrics`."""
 
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
 
-def _count_call(parsed: Mapping[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
-    """after-call: one request per HTTP attempt; units from the payload sent or received."""
-    op = model.name
-    sent = int(context.get(_PAYLOAD_KEY, 0))
-    attempts = 1 + int(parsed.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0)
-    final = _messages_bytes(parsed.get("Messages", ())) if op == "ReceiveMessage" else sent
-    SQS_REQUESTS.labels(op).inc(attempts)
-    SQS_BILLED_UNITS.labels(op).inc(billed_units(final) + (attempts - 1) * billed_units(sent))
+    @staticmethod
+    def note_payload(
+        params: Mapping[str, Any], model: Any, context: dict[str, Any], **_: Any
+    ) -> None:
+        """before-parameter-build: remember the payload a send carries (for every attempt)."""
+        op = model.name
+        if op == "SendMessage":
+            context[_PAYLOAD_KEY] = _messages_bytes([params])
+        elif op == "SendMessageBatch":
+            context[_PAYLOAD_KEY] = _messages_bytes(params.get("Entries", ()))
 
+    def count_call(
+        self, parsed: Mapping[str, Any], model: Any, context: dict[str, Any], **_: Any
+    ) -> None:
+        """after-call: one request per HTTP attempt; units from the payload sent or received."""
+        op = model.name
+        sent = int(context.get(_PAYLOAD_KEY, 0))
+        attempts = 1 + int(parsed.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0)
+        final = _messages_bytes(parsed.get("Messages", ())) if op == "ReceiveMessage" else sent
+        self._metrics.sqs_requests.labels(op).inc(attempts)
+        self._metrics.sqs_billed_units.labels(op).inc(
+            billed_units(final) + (attempts - 1) * billed_units(sent)
+        )
 
-def _count_error(event_name: str, context: dict[str, Any], **_: Any) -> None:
-    """after-call-error (no HTTP response, e.g. a connection error): count one attempt."""
-    op = event_name.rsplit(".", 1)[-1]
-    SQS_REQUESTS.labels(op).inc()
-    SQS_BILLED_UNITS.labels(op).inc(billed_units(int(context.get(_PAYLOAD_KEY, 0))))
+    def count_error(self, event_name: str, context: dict[str, Any], **_: Any) -> None:
+        """after-call-error (no HTTP response, e.g. a connection error): count one attempt."""
+        op = event_name.rsplit(".", 1)[-1]
+        self._metrics.sqs_requests.labels(op).inc()
+        self._metrics.sqs_billed_units.labels(op).inc(
+            billed_units(int(context.get(_PAYLOAD_KEY, 0)))
+        )
 
 
 def _log_failed_attempt(
@@ -140,35 +213,160 @@ def _log_failed_attempt(
     log.warning("sqs_attempt_failed", operation=operation.name, attempt=attempts, error=error)
 
 
-def request_counts() -> dict[str, dict[str, float]]:
-    """This process's counts so far: ``{operation: {"requests": n, "billed_units": u}}``."""
-    out: dict[str, dict[str, float]] = {}
-    for key, counter in (("requests", SQS_REQUESTS), ("billed_units", SQS_BILLED_UNITS)):
-        for metric in counter.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    op = sample.labels["operation"]
-                    out.setdefault(op, {"requests": 0.0, "billed_units": 0.0})[key] = sample.value
-    return out
-
-
 @asynccontextmanager
-async def sqs_client(settings: Settings, *, pool: int | None = None) -> AsyncIterator[SQSClient]:
+async def sqs_client(
+    settings: Settings, *, metrics: Metrics | None = None, pool: int | None = None
+) -> AsyncIterator[SQSClient]:
+    """An SQS client; with ``metrics``, every request is counted there."""
     session = get_session()
     async with session.create_client(
         "sqs", endpoint_url=settings.sqs_endpoint_url, config=aws_config(settings, pool=pool)
     ) as client:
         events = client.meta.events
-        events.register("before-parameter-build.sqs", _note_payload)
-        events.register("after-call.sqs", _count_call)
-        events.register("after-call-error.sqs", _count_error)
+        if metrics is not None:
+            accounting = _Accounting(metrics)
+            events.register("before-parameter-build.sqs", accounting.note_payload)
+            events.register("after-call.sqs", accounting.count_call)
+            events.register("after-call-error.sqs", accounting.count_error)
         events.register("needs-retry.sqs", _log_failed_attempt)
         yield client
 
 
-async def resolve_queue_url(
-    client: SQSClient, settings: Settings, override: str | None = None
-) -> str:
+# --- the implementation ------------------------------------------------------------------------
+
+
+def _queue_error(exc: ClientError | BotoCoreError, what: str) -> QueueError:
+    """botocore's error as headrace's: transient (worth another try later) or not."""
+    cls = QueueUnavailable if is_transient(exc) else QueueError
+    return cls(f"{what}: {exc}"[:500])
+
+
+def _outcome(resp: Mapping[str, Any], offset: int = 0) -> BatchOutcome:
+    outcome = BatchOutcome()
+    for entry in resp.get("Successful", []):
+        outcome.ok.append(offset + int(entry["Id"]))
+    for entry in resp.get("Failed", []):
+        outcome.failed.append(
+            (
+                offset + int(entry["Id"]),
+                str(entry.get("Code", "")),
+                str(entry.get("Message", "")),
+                bool(entry.get("SenderFault", False)),
+            )
+        )
+    return outcome
+
+
+class SqsQueue:
+    """:class:`Queue` on SQS (or anything speaking its API, such as moto)."""
+
+    def __init__(self, client: SQSClient, info: QueueInfo) -> None:
+        self._client = client
+        self.info = info
+
+    @property
+    def url(self) -> str:
+        return self.info.url
+
+    async def receive(self, *, max_messages: int, wait_s: int, visibility_s: int) -> list[Received]:
+        try:
+            resp = await self._client.receive_message(
+                QueueUrl=self.url,
+                MaxNumberOfMessages=max(1, min(MAX_BATCH_ENTRIES, max_messages)),
+                WaitTimeSeconds=wait_s,
+                VisibilityTimeout=visibility_s,
+                MessageAttributeNames=["All"],
+                MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _queue_error(exc, "ReceiveMessage failed") from exc
+        out = []
+        for raw in resp.get("Messages", []):
+            system = raw.get("Attributes", {})
+            sent = system.get("SentTimestamp")
+            out.append(
+                Received(
+                    message_id=raw.get("MessageId", "?"),
+                    receipt=raw["ReceiptHandle"],
+                    body=raw.get("Body", ""),
+                    attributes=dict(raw.get("MessageAttributes", {})),
+                    receive_count=int(system.get("ApproximateReceiveCount", "1")),
+                    sent_at=int(sent) / 1000 if sent and sent.isdigit() else None,
+                )
+            )
+        return out
+
+    async def delete(self, receipts: Sequence[str]) -> BatchOutcome:
+        outcome = BatchOutcome()
+        for start in range(0, len(receipts), MAX_BATCH_ENTRIES):
+            group = receipts[start : start + MAX_BATCH_ENTRIES]
+            entries = [{"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(group)]
+            try:
+                resp = await self._client.delete_message_batch(QueueUrl=self.url, Entries=entries)  # type: ignore[arg-type]
+            except (ClientError, BotoCoreError) as exc:
+                raise _queue_error(exc, "DeleteMessageBatch failed") from exc
+            part = _outcome(resp, start)
+            outcome.ok += part.ok
+            outcome.failed += part.failed
+        return outcome
+
+    async def change_visibility(self, receipts: Sequence[str], timeout_s: int) -> BatchOutcome:
+        """Set the visibility of each receipt; a call that fails marks its entries failed."""
+        outcome = BatchOutcome()
+        for start in range(0, len(receipts), MAX_BATCH_ENTRIES):
+            group = receipts[start : start + MAX_BATCH_ENTRIES]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": timeout_s}
+                for i, r in enumerate(group)
+            ]
+            try:
+                resp = await self._client.change_message_visibility_batch(
+                    QueueUrl=self.url,
+                    Entries=entries,  # type: ignore[arg-type]
+                )
+            except (ClientError, BotoCoreError) as exc:
+                error = _queue_error(exc, "ChangeMessageVisibilityBatch failed")
+                outcome.failed += [
+                    (start + i, "CallFailed", str(error), False) for i in range(len(group))
+                ]
+                continue
+            part = _outcome(resp, start)
+            outcome.ok += part.ok
+            outcome.failed += part.failed
+        return outcome
+
+    async def send(self, messages: Sequence[OutgoingMessage]) -> BatchOutcome:
+        """One SendMessageBatch (≤ :data:`MAX_BATCH_ENTRIES` messages); indices are positions."""
+        if len(messages) > MAX_BATCH_ENTRIES:
+            raise ValueError(f"at most {MAX_BATCH_ENTRIES} messages per call")
+        try:
+            resp = await self._client.send_message_batch(
+                QueueUrl=self.url,
+                Entries=[
+                    {"Id": str(i), "MessageBody": m.body, "MessageAttributes": m.attributes}
+                    for i, m in enumerate(messages)
+                ],
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _queue_error(exc, "SendMessageBatch failed") from exc
+        return _outcome(resp)
+
+    async def attributes(self, names: Sequence[str]) -> dict[str, str]:
+        return await _attributes(self._client, self.url, names)
+
+
+async def _attributes(client: SQSClient, url: str, names: Sequence[str]) -> dict[str, str]:
+    try:
+        resp = await client.get_queue_attributes(QueueUrl=url, AttributeNames=list(names))  # type: ignore[arg-type]
+    except (ClientError, BotoCoreError) as exc:
+        raise _queue_error(exc, f"cannot read attributes of queue {url}") from exc
+    return {str(k): str(v) for k, v in resp.get("Attributes", {}).items()}
+
+
+# --- start-up ----------------------------------------------------------------------------------
+
+
+async def _resolve_url(client: SQSClient, settings: Settings, override: str | None) -> str:
     if override:
         return override
     if settings.queue_url:
@@ -176,20 +374,10 @@ async def resolve_queue_url(
     if settings.queue_name:
         try:
             resp = await client.get_queue_url(QueueName=settings.queue_name)
-        except ClientError as exc:
-            if is_transient(exc):
-                raise
-            raise QueueError(f"queue {settings.queue_name!r} not found: {exc}") from None
+        except (ClientError, BotoCoreError) as exc:
+            raise _queue_error(exc, f"queue {settings.queue_name!r} not found") from exc
         return resp["QueueUrl"]
     raise ConfigError("set HEADRACE_QUEUE_URL (or HEADRACE_QUEUE_NAME) or pass --queue-url")
-
-
-@dataclass(frozen=True)
-class QueueInfo:
-    url: str
-    max_message_bytes: int
-    visibility_timeout_s: int
-    redrive_policy: str | None
 
 
 async def connect_queue(
@@ -198,28 +386,31 @@ async def connect_queue(
     """Resolve the queue and read its limits, riding out a transient SQS outage at start-up."""
 
     async def once() -> QueueInfo:
-        return await queue_info(client, await resolve_queue_url(client, settings, override))
-
-    return await retry(
-        once, should_retry=is_transient, backoff=STARTUP_BACKOFF, what="connect_queue"
-    )
-
-
-async def queue_info(client: SQSClient, url: str) -> QueueInfo:
-    """Read the queue's limits once at start-up (GetQueueAttributes)."""
-    try:
-        resp = await client.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=["MaximumMessageSize", "VisibilityTimeout", "RedrivePolicy"],
+        url = await _resolve_url(client, settings, override)
+        attrs = await _attributes(
+            client, url, ["MaximumMessageSize", "VisibilityTimeout", "RedrivePolicy"]
         )
-    except ClientError as exc:
-        if is_transient(exc):
-            raise
-        raise QueueError(f"cannot read attributes of queue {url}: {exc}") from None
-    attrs = resp.get("Attributes", {})
-    return QueueInfo(
-        url=url,
-        max_message_bytes=int(attrs.get("MaximumMessageSize", 262_144)),
-        visibility_timeout_s=int(attrs.get("VisibilityTimeout", 30)),
-        redrive_policy=attrs.get("RedrivePolicy"),
-    )
+        return QueueInfo(
+            url=url,
+            max_message_bytes=int(attrs.get("MaximumMessageSize", 262_144)),
+            visibility_timeout_s=int(attrs.get("VisibilityTimeout", 30)),
+            redrive_policy=attrs.get("RedrivePolicy"),
+        )
+
+    return await retry(once, backoff=STARTUP_BACKOFF, what="connect_queue")
+
+
+@asynccontextmanager
+async def open_queue(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    queue_url: str | None = None,
+    pool: int | None = None,
+) -> AsyncIterator[SqsQueue]:
+    """A client for this process and the queue it works on, connected and described."""
+    started = time.monotonic()
+    async with sqs_client(settings, metrics=metrics, pool=pool) as client:
+        info = await connect_queue(client, settings, queue_url)
+        log.debug("queue_connected", queue=info.url, seconds=round(time.monotonic() - started, 3))
+        yield SqsQueue(client, info)

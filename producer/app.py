@@ -14,9 +14,10 @@ from headrace import envelope
 from headrace.db import create_engine
 from headrace.envelope import EncodedMessage
 from headrace.errors import InputError
+from headrace.metrics import ProducerMetrics, ProducerStats
 from headrace.schema import ColumnSpec, TableSchema, reflect_table
 from headrace.settings import Settings
-from headrace.sqs import connect_queue, sqs_client
+from headrace.sqs import Queue, open_queue
 from producer.checkpoint import Checkpoint
 from producer.packer import Packer
 from producer.reader import CsvReader, open_reader, read_chunks
@@ -30,27 +31,70 @@ log = structlog.get_logger("producer")
 
 @dataclass
 class ProduceReport:
-    """What a producer run did; live while it runs (the demo's progress bar reads it)."""
+    """What a producer run did; live while it runs (the demo's progress bar reads it).
+
+    The counts are a view of the process's :class:`ProducerMetrics` (the one owner of what
+    the producer counts); the rest describes the run.
+    """
 
     source: str
     table: str
+    metrics: ProducerMetrics = field(default_factory=ProducerMetrics, repr=False)
     run_id: str = ""
-    rows_read: int = 0
-    rows_sent: int = 0
-    rows_rejected: int = 0
-    messages_sent: int = 0
-    messages_skipped: int = 0
     total_messages: int = 0
-    bytes_sent: int = 0
-    requests: int = 0
     already_complete: bool = False
     elapsed_s: float = 0.0
     source_bytes: int = 0
-    rejected_lines: list[int] = field(default_factory=list)
+
+    @property
+    def stats(self) -> ProducerStats:
+        return self.metrics.stats(self.table)
+
+    @property
+    def rows_read(self) -> int:
+        return self.stats.rows_read
+
+    @property
+    def rows_sent(self) -> int:
+        return self.stats.rows_sent
+
+    @property
+    def rows_rejected(self) -> int:
+        return self.stats.rows_rejected
+
+    @property
+    def messages_sent(self) -> int:
+        return self.stats.messages_sent
+
+    @property
+    def messages_skipped(self) -> int:
+        return self.stats.messages_skipped
 
     @property
     def rows_per_s(self) -> float:
         return self.rows_read / self.elapsed_s if self.elapsed_s else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        """The report as `headrace produce` prints it."""
+        stats = self.stats
+        return {
+            "source": self.source,
+            "table": self.table,
+            "run_id": self.run_id,
+            "rows_read": stats.rows_read,
+            "rows_sent": stats.rows_sent,
+            "rows_rejected": stats.rows_rejected,
+            "messages_sent": stats.messages_sent,
+            "messages_skipped": stats.messages_skipped,
+            "total_messages": self.total_messages,
+            "bytes_sent": stats.bytes_sent,
+            "send_retries": stats.send_retries,
+            "s3_resumes": stats.s3_resumes,
+            "requests": stats.send_requests,
+            "already_complete": self.already_complete,
+            "elapsed_s": self.elapsed_s,
+            "source_bytes": self.source_bytes,
+        }
 
 
 def make_run_id(
@@ -83,8 +127,9 @@ async def produce(
     """Send every row of ``location`` (a path or ``s3://bucket/key``) to the queue, or report
     it; resumable."""
     started = time.perf_counter()
-    async with open_location(settings, location) as source:
-        report = report or ProduceReport(source=source.uri, table=table)
+    metrics = report.metrics if report is not None else ProducerMetrics()
+    async with open_location(settings, location, metrics=metrics) as source:
+        report = report or ProduceReport(source=source.uri, table=table, metrics=metrics)
         try:
             await _produce(settings, source, table, queue_url, report)
         finally:
@@ -110,9 +155,10 @@ async def _produce(
     p = settings.producer
     engine = create_engine(settings, pool_size=1)
     try:
-        async with sqs_client(settings, pool=p.concurrency + 2) as client:
-            info = await connect_queue(client, settings, queue_url)
-            url = info.url
+        async with open_queue(
+            settings, metrics=report.metrics, queue_url=queue_url, pool=p.concurrency + 2
+        ) as queue:
+            info = queue.info
             budget = min(info.max_message_bytes, p.max_message_bytes or info.max_message_bytes)
             async with engine.connect() as conn:
                 schema = await reflect_table(conn, table)
@@ -138,14 +184,13 @@ async def _produce(
                     "produce_start",
                     source=source.uri,
                     table=table,
-                    queue=url,
+                    queue=queue.url,
                     budget_bytes=budget,
                     resume_from=checkpoint.resume_from,
                 )
                 await _pump(
                     settings,
-                    client,
-                    url,
+                    queue,
                     budget,
                     reader,
                     source.threaded,
@@ -168,8 +213,7 @@ def _max_row_chars(specs: list[ColumnSpec]) -> int | None:
 
 async def _pump(
     settings: Settings,
-    client: object,
-    url: str,
+    queue: Queue,
     budget: int,
     reader: CsvReader,
     threaded: bool,
@@ -190,33 +234,43 @@ async def _pump(
         max_row_chars=_max_row_chars(specs),
     )
 
+    m, table = report.metrics, schema.name
+    rows_read, rows_sent, rows_rejected = (
+        m.rows.labels(table, outcome) for outcome in ("read", "sent", "rejected")
+    )
+    messages_sent, bytes_sent = m.messages.labels(table), m.bytes.labels(table, "sent")
+
     def on_sent(message: EncodedMessage) -> None:
         checkpoint.mark_sent(message.seq)
-        report.messages_sent += 1
-        report.rows_sent += message.row_count
-        report.bytes_sent += message.size
+        messages_sent.inc()
+        rows_sent.inc(message.row_count)
+        bytes_sent.inc(message.size)
 
     sender = Sender(
-        client,  # type: ignore[arg-type]
-        url,
+        queue,
         concurrency=p.concurrency,
         max_batch_bytes=budget,
         on_sent=on_sent,
+        metrics=m,
+        table=table,
     )
 
     async def dispatch(message: EncodedMessage) -> None:
         report.total_messages = message.seq + 1
         if message.seq < checkpoint.resume_from:
-            report.messages_skipped += 1
+            m.messages_skipped.labels(table).inc()
             return
         await sender.submit(message)
+
+    def count_read() -> None:
+        rows_read.inc(reader.rows_read - report.rows_read)
 
     async with sender, aclosing(read_chunks(reader, threaded=threaded)) as chunks:
         async for chunk in chunks:
             valid = schema.validate(specs, chunk.rows, chunk.lines)
             rejects = sorted(chunk.rejects + valid.rejects, key=lambda r: r.line)
-            report.rows_read = reader.rows_read
-            report.rows_rejected += len(rejects)
+            count_read()
+            rows_rejected.inc(len(rejects))
             if p.max_rejects_per_file is not None and report.rows_rejected > p.max_rejects_per_file:
                 first = rejects[0] if rejects else None
                 raise InputError(
@@ -236,8 +290,7 @@ async def _pump(
         for message in packer.finish():
             await dispatch(message)
         await sender.close()
-    report.requests = sender.requests
-    report.rows_read = reader.rows_read
+    count_read()
     await checkpoint.save(
         rows_read=report.rows_read,
         rows_rejected=report.rows_rejected,

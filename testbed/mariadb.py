@@ -304,7 +304,7 @@ class MariaDBServer:
         self.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
         return self.url(name)
 
-    def error_logtail(self, lines: int = LOG_TAIL_LINES) -> str:
+    def error_log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return tail(self.error_log, lines=lines)
 
     # ------------------------------------------------------------------ internals

@@ -173,7 +173,7 @@ class _Server:
     ) -> None:
         self.stop()
 
-    def logtail(self) -> str:
+    def log_tail(self) -> str:
         return tail(self.log_path)
 
     def _spawn(self) -> None:

@@ -199,8 +199,8 @@ def test_start_retries_when_port_is_taken(tmp_path: Path, monkeypatch: pytest.Mo
         squatter.listen()
         taken = squatter.getsockname()[1]
         ports = iter([taken])
-        real_pick = mariadb_module._pick_port
-        monkeypatch.setattr(mariadb_module, "_pick_port", lambda: next(ports, None) or real_pick())
+        real_pick = mariadb_module.pick_port
+        monkeypatch.setattr(mariadb_module, "pick_port", lambda: next(ports, None) or real_pick())
         server = MariaDBServer(tmp_path / "mariadb")
         try:
             server.start()

@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass, field
 
 from headrace.envelope import Envelope
+from headrace.metrics import WorkerMetrics
+from headrace.sqs import MAX_BATCH_ENTRIES
 
-__all__ = ["MAX_RECEIVE", "InFlight", "Message"]
-
-MAX_RECEIVE = 10  # SQS returns at most 10 messages a receive
+__all__ = ["InFlight", "Message"]
 
 
 @dataclass(eq=False)
@@ -30,7 +30,10 @@ class Message:
 class InFlight:
     """The set of received, not yet deleted messages, bounded by count and rows."""
 
-    def __init__(self, *, max_messages: int, max_rows: int) -> None:
+    def __init__(
+        self, *, max_messages: int, max_rows: int, metrics: WorkerMetrics | None = None
+    ) -> None:
+        self._metrics = metrics or WorkerMetrics()
         self._max_messages = max_messages
         self._max_rows = max_rows
         self._messages: dict[int, Message] = {}
@@ -39,8 +42,8 @@ class InFlight:
         self._changed = asyncio.Condition()
         self._held = asyncio.Event()  # set while anything is held
         self._empty_since: float | None = time.monotonic()
-        self.peak_messages = 0  # high-water marks, for the logs and the backpressure tests
-        self.peak_rows = 0
+        self._peak_messages = 0
+        self._peak_rows = 0
         # Room promised to a receive under way, per polling task: [messages, estimated rows].
         self._reserved: dict[asyncio.Task[object], list[float]] = {}
 
@@ -70,7 +73,7 @@ class InFlight:
         return max(0, min(self._max_messages - messages, by_rows))
 
     async def wait_for_room(self) -> int:
-        """Wait for room, then reserve it (≤ :data:`MAX_RECEIVE`) for the caller's receive.
+        """Wait for room, then reserve it (≤ one receive's worth) for the caller's receive.
 
         Concurrent pollers would otherwise each see the same room and take it twice. The
         reservation turns into messages as the calling task adds them (:meth:`add`), and what is
@@ -82,7 +85,7 @@ class InFlight:
             if self._reserved.pop(me, None) is not None:
                 self._changed.notify_all()
             await self._changed.wait_for(lambda: self.room() > 0)
-            room = min(MAX_RECEIVE, self.room())
+            room = min(MAX_BATCH_ENTRIES, self.room())
             self._reserved[me] = [room, room * self._avg_rows]
             return room
 
@@ -113,18 +116,28 @@ class InFlight:
         self._avg_rows = 0.8 * self._avg_rows + 0.2 * max(1, message.rows)
         self._empty_since = None
         self._held.set()
-        self.peak_messages = max(self.peak_messages, len(self._messages))
-        self.peak_rows = max(self.peak_rows, self._rows)
+        if len(self._messages) > self._peak_messages:
+            self._peak_messages = len(self._messages)
+            self._metrics.inflight_peak_messages.set(self._peak_messages)
+        if self._rows > self._peak_rows:
+            self._peak_rows = self._rows
+            self._metrics.inflight_peak_rows.set(self._peak_rows)
+        self._gauge()
 
     async def remove(self, messages: list[Message]) -> None:
         for m in messages:
             if self._messages.pop(id(m), None) is not None:
                 self._rows -= m.rows
+        self._gauge()
         if not self._messages and self._empty_since is None:
             self._empty_since = time.monotonic()
             self._held.clear()
         async with self._changed:
             self._changed.notify_all()
+
+    def _gauge(self) -> None:
+        self._metrics.inflight_messages.set(len(self._messages))
+        self._metrics.inflight_rows.set(self._rows)
 
     def snapshot(self) -> list[Message]:
         return list(self._messages.values())

@@ -25,6 +25,7 @@ import aiohttp
 import orjson
 import structlog
 
+from headrace.metrics import WorkerMetrics
 from headrace.retry import Backoff
 from worker.inflight import InFlight
 
@@ -45,6 +46,7 @@ class TaskProtection:
         agent_uri: str,
         inflight: InFlight,
         *,
+        metrics: WorkerMetrics | None = None,
         expires_min: int,
         idle_s: float,
         timeout_s: float = 5.0,
@@ -53,6 +55,7 @@ class TaskProtection:
     ) -> None:
         self._url = agent_uri.rstrip("/") + PATH
         self._inflight = inflight
+        self._metrics = metrics or WorkerMetrics()
         self._expires_min = expires_min
         self._renew_s = renew_s if renew_s is not None else expires_min * 60 / 2
         self._idle_s = idle_s
@@ -66,9 +69,19 @@ class TaskProtection:
         self._renew_at = 0.0
         self._retry_at = 0.0
         self._failures_in_row = 0
-        self.enables = 0  # successful calls turning protection on (first time and renewals)
-        self.disables = 0
-        self.failures = 0
+
+    @property
+    def enables(self) -> int:
+        """Successful calls turning protection on (the first and every renewal)."""
+        return int(self._metrics.value("headrace_protection_changes_total", state="on"))
+
+    @property
+    def disables(self) -> int:
+        return int(self._metrics.value("headrace_protection_changes_total", state="off"))
+
+    @property
+    def failures(self) -> int:
+        return int(self._metrics.value("headrace_protection_failures_total"))
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -127,7 +140,7 @@ class TaskProtection:
         try:
             expires = await self._request(body, timeout_s or self._timeout_s)
         except Exception as exc:  # the agent must never take the worker down
-            self.failures += 1
+            self._metrics.protection_failures.inc()
             self._failures_in_row += 1
             delay = max(self._backoff.base_s, self._backoff.delay(self._failures_in_row))
             self._retry_at = time.monotonic() + delay
@@ -144,11 +157,11 @@ class TaskProtection:
             if enable:
                 if self.enabled is not True:
                     log.info("task_protection_on", expires_min=self._expires_min, until=expires)
-                self.enables += 1
+                self._metrics.protection_changes.labels("on").inc()
                 self._renew_at = started + self._renew_s
             else:
                 log.info("task_protection_off")
-                self.disables += 1
+                self._metrics.protection_changes.labels("off").inc()
             self.enabled = enable
         async with self._settled:
             self._settled.notify_all()

@@ -75,7 +75,7 @@ class Sink:
         max_statement_bytes: int,
         statement_timeout_s: float,
         backoff: Backoff | None = None,
-        on_retry: Callable[[int | None], None] | None = None,
+        on_retry: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._engine = engine
         self._max_statement_bytes = max_statement_bytes
@@ -128,7 +128,7 @@ class Sink:
                 if errno in SCHEMA_ERRORS:
                     raise SchemaError(f"table {schema.name!r} changed: {exc}"[:500]) from exc
                 kind = classify_error(exc)
-                if kind is not ErrorKind.RETRY or attempt >= self._backoff.attempts:
+                if kind is not ErrorKind.RETRY or self._backoff.exhausted(attempt):
                     if kind is ErrorKind.RETRY:
                         raise DatabaseUnavailable(
                             f"gave up after {attempt} attempts: {exc!r}"[:500]
@@ -140,16 +140,10 @@ class Sink:
                     await self._engine.dispose()
                     self._packet_limit = None
                 if self._on_retry is not None:
-                    self._on_retry(errno)
-                delay = self._backoff.delay(attempt)
-                log.warning(
-                    "db_retry",
-                    attempt=attempt,
-                    delay_s=round(delay, 3),
-                    errno=mysql_errno(exc),
-                    error=str(exc)[:300],
+                    self._on_retry(exc)
+                await self._backoff.pause(
+                    attempt, "db_retry", logger=log, errno=errno, error=str(exc)[:300]
                 )
-                await asyncio.sleep(delay)
 
     async def _write_once(self, schema: TableSchema, envelopes: Sequence[Envelope]) -> BatchResult:
         result = BatchResult()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from headrace.metrics import ProducerMetrics
 from headrace.settings import Settings
 from producer.sources.base import S3_SCHEME, BoundedReader, Source
 from producer.sources.file import FileSource, open_source
@@ -27,10 +28,13 @@ __all__ = [
 
 
 @asynccontextmanager
-async def open_location(settings: Settings, location: str) -> AsyncIterator[Source]:
-    """The source at a path or ``s3://bucket/key``, usable until the block ends."""
+async def open_location(
+    settings: Settings, location: str, *, metrics: ProducerMetrics | None = None
+) -> AsyncIterator[Source]:
+    """The source at a path or ``s3://bucket/key``, usable until the block ends (resumed
+    S3 reads are counted in ``metrics``)."""
     if location.startswith(S3_SCHEME):
-        async with open_s3_source(settings, location) as source:
+        async with open_s3_source(settings, location, metrics=metrics) as source:
             yield source
     else:
         yield open_source(location)

@@ -40,6 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError
 
 from headrace.aws import is_transient, s3_client
 from headrace.errors import InputError
+from headrace.metrics import ProducerMetrics
 from headrace.retry import Backoff
 from headrace.settings import Settings
 from producer.sources.base import S3_SCHEME, Source
@@ -77,6 +78,7 @@ class S3Source(Source):
     client: S3Client = field(repr=False, compare=False)
     loop: asyncio.AbstractEventLoop = field(repr=False, compare=False)
     backoff: Backoff = field(default=RESUME_BACKOFF, repr=False, compare=False)
+    metrics: ProducerMetrics | None = field(default=None, repr=False, compare=False)
 
     threaded: ClassVar[bool] = True
 
@@ -86,7 +88,11 @@ class S3Source(Source):
 
 @asynccontextmanager
 async def open_s3_source(
-    settings: Settings, location: str, *, backoff: Backoff = RESUME_BACKOFF
+    settings: Settings,
+    location: str,
+    *,
+    backoff: Backoff = RESUME_BACKOFF,
+    metrics: ProducerMetrics | None = None,
 ) -> AsyncIterator[S3Source]:
     """HeadObject once for the identity; the client lives as long as the block."""
     bucket, key = parse_s3_uri(location)
@@ -112,6 +118,7 @@ async def open_s3_source(
             client=client,
             loop=asyncio.get_running_loop(),
             backoff=backoff,
+            metrics=metrics,
         )
 
 
@@ -122,7 +129,6 @@ class S3Body(io.RawIOBase):
         self._src = source
         self._pos = 0  # bytes handed out so far: where a resumed GET starts
         self._body: StreamingBody | None = None
-        self.resumes = 0
 
     def readable(self) -> bool:
         return True
@@ -175,24 +181,23 @@ class S3Body(io.RawIOBase):
                         raise _input_error(exc, src.uri, src.etag) from None
                     raise
                 failures += 1
-                if failures >= src.backoff.attempts:
+                if src.backoff.exhausted(failures):
                     raise InputError(
                         f"download failed at byte {self._pos} of {src.size} "
                         f"after {failures} attempts: {exc}",
                         source=src.uri,
                     ) from exc
-                delay = src.backoff.delay(failures)
-                self.resumes += 1
-                log.warning(
+                if src.metrics is not None:
+                    src.metrics.s3_resumes.inc()
+                await src.backoff.pause(
+                    failures,
                     "s3_resume",
+                    logger=log,
                     source=src.uri,
                     offset=self._pos,
                     size=src.size,
-                    attempt=failures,
-                    delay_s=round(delay, 3),
                     error=repr(exc)[:300],
                 )
-                await asyncio.sleep(delay)
                 continue
             self._pos += len(data)
             return data

@@ -1,4 +1,5 @@
-"""headrace.sqs counts every SQS request and its billed 64 KiB units, by operation."""
+"""headrace.sqs: every SQS request and its billed 64 KiB units counted, by operation, in the
+process's metrics."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import generate_latest
 
+from headrace.metrics import Metrics
 from headrace.settings import Settings
-from headrace.sqs import billed_units, request_counts, sqs_client
+from headrace.sqs import billed_units, sqs_client
 from testbed.moto import QueuePair
 
 if TYPE_CHECKING:
@@ -22,10 +24,9 @@ def test_billed_units_are_started_64_kib_chunks_at_least_one() -> None:
     assert billed_units(1_048_576) == 16
 
 
-def _delta(before: dict[str, dict[str, float]], op: str) -> tuple[float, float]:
-    after = request_counts().get(op, {"requests": 0.0, "billed_units": 0.0})
-    prev = before.get(op, {"requests": 0.0, "billed_units": 0.0})
-    return after["requests"] - prev["requests"], after["billed_units"] - prev["billed_units"]
+def _counted(metrics: Metrics, op: str) -> tuple[float, float]:
+    counts = metrics.sqs_counts().get(op, {"requests": 0.0, "billed_units": 0.0})
+    return counts["requests"], counts["billed_units"]
 
 
 async def test_requests_and_units_are_counted_per_operation(
@@ -36,8 +37,8 @@ async def test_requests_and_units_are_counted_per_operation(
     attrs: dict[str, MessageAttributeValueTypeDef] = {
         "headrace-enc": {"DataType": "String", "StringValue": "json"}
     }
-    before = request_counts()
-    async with sqs_client(settings) as client:
+    metrics = Metrics()
+    async with sqs_client(settings, metrics=metrics) as client:
         await client.send_message_batch(
             QueueUrl=queue.queue_url,
             Entries=[
@@ -57,11 +58,11 @@ async def test_requests_and_units_are_counted_per_operation(
             ],
         )
     # 3 x (40,000 body + 12 + 6 + 4 attribute bytes) = 120,066 bytes: 2 units.
-    assert _delta(before, "SendMessageBatch") == (1, 2)
-    requests, units = _delta(before, "ReceiveMessage")
+    assert _counted(metrics, "SendMessageBatch") == (1, 2)
+    requests, units = _counted(metrics, "ReceiveMessage")
     assert requests >= 1
     assert units >= 2
-    assert _delta(before, "DeleteMessageBatch") == (1, 1)
-    exposed = generate_latest().decode()
+    assert _counted(metrics, "DeleteMessageBatch") == (1, 1)
+    exposed = generate_latest(metrics.registry).decode()
     assert 'headrace_sqs_requests_total{operation="SendMessageBatch"}' in exposed
     assert 'headrace_sqs_billed_units_total{operation="SendMessageBatch"}' in exposed

@@ -1,0 +1,151 @@
+"""Receiving: long-poll the queue, decode each message, check it against its table, buffer it.
+
+One loop per poller, top to bottom: wait for the circuit and for room → receive → for each
+message: decode and check (a message that cannot be applied is poison: left for SQS's
+redrive, never deleted) → hold it → buffer it (a full batch goes to the sinks). The loop
+cannot die of one bad message, and a failed receive backs off and tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+from sqlalchemy.exc import DBAPIError
+
+from headrace.envelope import decode
+from headrace.errors import EnvelopeError, QueueError, SchemaError
+from headrace.metrics import WorkerMetrics
+from headrace.retry import Backoff
+from headrace.settings import WorkerSettings
+from headrace.sqs import Queue, Received
+from worker.acker import Acker
+from worker.buffer import Batch, Buffer
+from worker.circuit import Circuit
+from worker.inflight import InFlight, Message
+from worker.tables import Tables
+
+__all__ = ["Poller"]
+
+log = structlog.get_logger("worker.poller")
+
+# After a receive that failed even with botocore's retries (SQS unreachable, say).
+RECEIVE_BACKOFF = Backoff(base_s=1.0, cap_s=20.0, attempts=1_000_000)
+# A message whose table the database cannot be asked about now: back in 5 s.
+RETRY_LATER_S = 5
+
+
+class Poller:
+    def __init__(
+        self,
+        queue: Queue,
+        settings: WorkerSettings,
+        *,
+        inflight: InFlight,
+        buffer: Buffer,
+        batches: asyncio.Queue[Batch],
+        tables: Tables,
+        circuit: Circuit,
+        acker: Acker,
+        metrics: WorkerMetrics,
+        stopping: asyncio.Event,
+    ) -> None:
+        self._queue = queue
+        self._settings = settings
+        self._inflight = inflight
+        self._buffer = buffer
+        self._batches = batches
+        self._tables = tables
+        self._circuit = circuit
+        self._acker = acker
+        self._metrics = metrics
+        self._stopping = stopping
+        self.receiving = False  # inside a receive call (shutdown gives those a grace)
+        self.last_receive_at = 0.0  # monotonic time of the last receive that got messages
+
+    async def run(self) -> None:
+        w = self._settings
+        failures = 0  # consecutive failed receives
+        while not self._stopping.is_set():
+            await self._circuit.wait_closed()  # open: receiving would only burn receive counts
+            room = await self._inflight.wait_for_room()
+            if self._stopping.is_set():
+                return
+            self.receiving = True
+            try:
+                received = await self._queue.receive(
+                    max_messages=room, wait_s=w.wait_time_s, visibility_s=w.visibility_timeout_s
+                )
+            except QueueError as exc:
+                failures += 1
+                self._metrics.receive_failures.inc()
+                await RECEIVE_BACKOFF.pause(
+                    failures, "receive_failed", logger=log, error=str(exc)[:300]
+                )
+                continue
+            finally:
+                self.receiving = False
+            failures = 0
+            received_at = time.monotonic()
+            self._metrics.receives.inc()
+            if received:
+                self.last_receive_at = received_at
+            for raw in received:
+                await self._take(raw, received_at)
+
+    async def _take(self, raw: Received, received_at: float) -> None:
+        if self._stopping.is_set():  # received while shutting down: hand straight back
+            await self._hand_back(raw, 0)
+        elif not self._circuit.closed:  # the circuit opened during this receive
+            await self._hand_back(raw, RETRY_LATER_S)
+        else:
+            try:
+                await self._accept(raw, received_at)
+            except Exception as exc:  # the loop must outlive any one message
+                log.exception("accept_failed", message_id=raw.message_id, error=repr(exc))
+                await self._hand_back(raw, RETRY_LATER_S)
+
+    async def _accept(self, raw: Received, received_at: float) -> None:
+        self._metrics.messages_received.inc()
+        try:
+            env = decode(raw.body, raw.attributes)
+            schema, drift = await self._tables.matching(env.table, env.columns)
+        except (EnvelopeError, SchemaError) as exc:
+            await self._poison(raw, exc)
+            return
+        except (DBAPIError, OSError, TimeoutError) as exc:  # reflection needs the database
+            self._circuit.open(exc)
+            await self._hand_back(raw, RETRY_LATER_S)
+            return
+        message = Message(
+            message_id=raw.message_id,
+            receipt=raw.receipt,
+            envelope=env,
+            receive_count=raw.receive_count,
+            deadline=received_at + self._settings.visibility_timeout_s,
+        )
+        self._inflight.add(message)
+        if drift is not None:
+            self._circuit.park(Batch(schema.name, env.columns, [message]), drift)
+            return
+        batch = self._buffer.add(message)
+        if batch is not None:
+            await self._batches.put(batch)
+
+    async def _poison(self, raw: Received, exc: Exception) -> None:
+        """Leave a bad message to SQS's redrive: never delete it, back off its visibility."""
+        self._metrics.messages.labels("poison").inc()
+        delay = min(self._settings.visibility_timeout_s, 2 ** min(raw.receive_count, 10))
+        log.error(
+            "poison_message",
+            message_id=raw.message_id,
+            receive_count=raw.receive_count,
+            error=str(exc)[:500],
+            retry_in_s=delay,
+        )
+        await self._hand_back(raw, delay)
+
+    async def _hand_back(self, raw: Received, delay_s: int) -> None:
+        """A message never held: visible again after ``delay_s`` (best effort)."""
+        await self._acker.set_visibility([raw.receipt], delay_s)
