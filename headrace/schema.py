@@ -15,13 +15,9 @@ defence.
 from __future__ import annotations
 
 import csv
-import datetime as dt
-import decimal
-import hashlib
 import io
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,7 +28,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from headrace.errors import SchemaError
 from headrace.rules import (
     BOOL_RULE,
-    BOOL_WORDS,
     FLOAT_RULE,
     INT_BITS,
     OTHER_RULE,
@@ -95,8 +90,8 @@ class ColumnSpec:
     has_default: bool
     check: Check
     fast: Fast
-    canon: Callable[[Any], str]
     max_chars: int | None = None  # longest valid text (after normalising); None: unbounded
+    scale: int | None = None  # digits after the point of a DECIMAL; None for other kinds
 
     @property
     def required(self) -> bool:
@@ -222,23 +217,6 @@ class TableSchema:
         rejects.sort(key=lambda r: r.line)
         return ValidatedChunk(columns, list(lines), rejects)
 
-    def row_digests(self, names: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[int]:
-        """A 64-bit BLAKE2b digest of each row's canonical text (per column type)."""
-        canons = [self.columns[n].canon for n in names]
-        for row in rows:
-            text = "\x1f".join(c(v) for c, v in zip(canons, row, strict=True))
-            digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-            yield int.from_bytes(digest, "big")
-
-    def row_checksum(self, names: Sequence[str], rows: Iterable[Sequence[Any]]) -> tuple[int, int]:
-        """Order-independent (count, checksum) of rows: the count and sum of their digests."""
-        count = 0
-        total = 0
-        for digest in self.row_digests(names, rows):
-            total = (total + digest) & 0xFFFFFFFFFFFFFFFF
-            count += 1
-        return count, total
-
 
 def drop_indices(values: Sequence[Any], order: Sequence[int]) -> list[Any]:
     """``values`` without the (sorted) indices in ``order``, copied slice by slice."""
@@ -260,59 +238,6 @@ def row_text(row: Sequence[str | None]) -> str:
     if len(text) > MAX_RAW_CHARS:
         text = text[:MAX_RAW_CHARS] + f"... [{len(text)} characters, cut]"
     return text
-
-
-# --- canonical forms for checksums ---------------------------------------------------------
-
-
-def _canon_null(fn: Callable[[Any], str]) -> Callable[[Any], str]:
-    def canon(v: Any) -> str:
-        return "\\N" if v is None else fn(v)
-
-    return canon
-
-
-def _canon_int(v: Any) -> str:
-    return str(int(v))
-
-
-_DECIMAL_CONTEXT = decimal.Context(prec=80)  # DECIMAL(65, 30) needs more than the default 28
-
-
-def _canon_decimal(scale: int) -> Callable[[Any], str]:
-    quantum = Decimal(1).scaleb(-scale)
-
-    def canon(v: Any) -> str:
-        d = Decimal(str(v)).quantize(quantum, context=_DECIMAL_CONTEXT)
-        return str(d.copy_abs() if d.is_zero() else d)  # the database has no -0
-
-    return canon
-
-
-def _canon_float(v: Any) -> str:
-    return repr(float(v))
-
-
-def _canon_bool(v: Any) -> str:
-    if isinstance(v, str):
-        return BOOL_WORDS.get(v.strip().lower(), v)
-    return "1" if v else "0"
-
-
-def _canon_datetime(v: Any) -> str:
-    if isinstance(v, str):
-        v = dt.datetime.fromisoformat(v)
-    return str(v.isoformat(sep=" "))
-
-
-def _canon_date(v: Any) -> str:
-    if isinstance(v, str):
-        v = dt.date.fromisoformat(v)
-    return str(v.isoformat())
-
-
-def _canon_str(v: Any) -> str:
-    return v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v)
 
 
 # --- reflection ----------------------------------------------------------------------------
@@ -347,35 +272,36 @@ def _spec_for(column: sa.Column[Any]) -> ColumnSpec | None:
         "has_default": has_default,
     }
     display_width = getattr(ctype, "display_width", None)
-    rule: tuple[str, Check, Fast, Callable[[Any], str]]
+    rule: tuple[str, Check, Fast]
+    scale: int | None = None
     if isinstance(ctype, satypes.Boolean) or (type_name == "TINYINT" and display_width == 1):
-        rule = ("bool", *BOOL_RULE, _canon_bool)
+        rule = ("bool", *BOOL_RULE)
     elif isinstance(ctype, satypes.Integer):
         bits = INT_BITS.get(type_name, 64 if isinstance(ctype, satypes.BigInteger) else 32)
         if isinstance(ctype, satypes.SmallInteger) and type_name not in INT_BITS:
             bits = 16
-        rule = ("int", *int_rule(bits, bool(getattr(ctype, "unsigned", False))), _canon_int)
+        rule = ("int", *int_rule(bits, bool(getattr(ctype, "unsigned", False))))
     elif isinstance(ctype, satypes.Numeric) and not isinstance(ctype, satypes.Float):
         scale = ctype.scale or 0
-        rule = ("decimal", *decimal_rule(ctype.precision or 10, scale), _canon_decimal(scale))
+        rule = ("decimal", *decimal_rule(ctype.precision or 10, scale))
     elif isinstance(ctype, satypes.Float | satypes.Numeric):
-        rule = ("float", *FLOAT_RULE, _canon_float)
+        rule = ("float", *FLOAT_RULE)
     elif isinstance(ctype, satypes.DateTime) or type_name in ("DATETIME", "TIMESTAMP"):
         lo, hi = (1970, 2037) if type_name == "TIMESTAMP" else (1000, 9999)
-        rule = ("datetime", *datetime_rule("datetime", lo, hi), _canon_datetime)
+        rule = ("datetime", *datetime_rule("datetime", lo, hi))
     elif isinstance(ctype, satypes.Date):
-        rule = ("date", *datetime_rule("date", 1000, 9999), _canon_date)
+        rule = ("date", *datetime_rule("date", 1000, 9999))
     elif isinstance(ctype, satypes.Time):
-        rule = ("time", *TIME_RULE, _canon_str)
+        rule = ("time", *TIME_RULE)
     elif isinstance(ctype, satypes.Enum) or type_name == "ENUM":
-        rule = ("enum", *enum_rule(list(getattr(ctype, "enums", []))), _canon_str)
+        rule = ("enum", *enum_rule(list(getattr(ctype, "enums", []))))
     elif isinstance(ctype, satypes.Text) or type_name in TEXT_BYTES:
-        rule = ("text", *bytes_rule(TEXT_BYTES.get(type_name, 65_535)), _canon_str)
+        rule = ("text", *bytes_rule(TEXT_BYTES.get(type_name, 65_535)))
     elif isinstance(ctype, satypes.String):
-        rule = ("string", *chars_rule(ctype.length or 2**31), _canon_str)
+        rule = ("string", *chars_rule(ctype.length or 2**31))
     else:
-        rule = ("other", *OTHER_RULE, _canon_str)
-    kind, check, fast, canon = rule
+        rule = ("other", *OTHER_RULE)
+    kind, check, fast = rule
     fast = with_empties(fast, nullable=nullable, text=kind in ("string", "text"))
     max_chars = {
         "bool": 1,
@@ -388,9 +314,7 @@ def _spec_for(column: sa.Column[Any]) -> ColumnSpec | None:
         "text": TEXT_BYTES.get(type_name, 65_535),
         "string": getattr(ctype, "length", None),
     }.get(kind)
-    return ColumnSpec(
-        kind=kind, check=check, fast=fast, canon=_canon_null(canon), max_chars=max_chars, **common
-    )
+    return ColumnSpec(kind=kind, check=check, fast=fast, max_chars=max_chars, scale=scale, **common)
 
 
 async def reflect_table(

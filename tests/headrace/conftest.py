@@ -1,19 +1,7 @@
-"""Reflected tables shared by the schema and typing-rule tests."""
+"""Reflected example tables for the schema and typing-rule tests."""
 
 from __future__ import annotations
 
-import pytest
-from support.schemas import things_table
+from support.schemas import obs, things
 
-from cli.datagen import observations
-from headrace.schema import TableSchema
-
-
-@pytest.fixture(scope="module")
-def things() -> TableSchema:
-    return TableSchema.from_table(things_table(), [("code",)])
-
-
-@pytest.fixture(scope="module")
-def obs() -> TableSchema:
-    return TableSchema.from_table(observations)
+__all__ = ["obs", "things"]

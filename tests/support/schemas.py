@@ -1,11 +1,19 @@
-"""Example tables for the tests of typing and checksums (the demo's own is ``observations``)."""
+"""Reflected example tables for the tests of typing and checksums.
+
+``things`` has a column of every kind headrace types; ``obs`` is the demo's ``observations``.
+The conftests of the test packages that use them import the fixtures.
+"""
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-__all__ = ["things_table"]
+from cli.datagen import observations
+from headrace.schema import TableSchema
+
+__all__ = ["obs", "things", "things_table"]
 
 
 def things_table() -> sa.Table:
@@ -45,3 +53,13 @@ def things_table() -> sa.Table:
             server_default=sa.text("CURRENT_TIMESTAMP"),
         ),
     )
+
+
+@pytest.fixture(scope="module")
+def things() -> TableSchema:
+    return TableSchema.from_table(things_table(), [("code",)])
+
+
+@pytest.fixture(scope="module")
+def obs() -> TableSchema:
+    return TableSchema.from_table(observations)
