@@ -247,17 +247,22 @@ def decimal_rule(precision: int, scale: int) -> Rule:
     return check, fast
 
 
-def _float_check(v: str) -> str:
-    if not _FLOAT_RE.fullmatch(v):
-        raise ValueError("is not a number")
-    return v
+def _pattern_rule(pattern: re.Pattern[str], reason: str) -> Rule:
+    """Values that match ``pattern`` whole pass unchanged; others fail with ``reason``."""
+    match = pattern.fullmatch
+
+    def check(v: str) -> str:
+        if not match(v):
+            raise ValueError(reason)
+        return v
+
+    def fast(col: Sequence[str]) -> Sequence[str] | None:
+        return col if col and all(map(match, col)) else None
+
+    return check, fast
 
 
-def _float_fast(col: Sequence[str]) -> Sequence[str] | None:
-    return col if col and all(map(_FLOAT_RE.fullmatch, col)) else None
-
-
-FLOAT_RULE: Rule = (_float_check, _float_fast)
+FLOAT_RULE = _pattern_rule(_FLOAT_RE, "is not a number")
 
 
 def datetime_rule(kind: str, lo_year: int, hi_year: int) -> Rule:
@@ -297,17 +302,7 @@ def datetime_rule(kind: str, lo_year: int, hi_year: int) -> Rule:
     return check, fast
 
 
-def _time_check(v: str) -> str:
-    if not _TIME_RE.fullmatch(v):
-        raise ValueError("is not a TIME (expected HH:MM:SS)")
-    return v
-
-
-def _time_fast(col: Sequence[str]) -> Sequence[str] | None:
-    return col if col and all(map(_TIME_RE.fullmatch, col)) else None
-
-
-TIME_RULE: Rule = (_time_check, _time_fast)
+TIME_RULE = _pattern_rule(_TIME_RE, "is not a TIME (expected HH:MM:SS)")
 
 
 def _bool_check(v: str) -> str:
