@@ -6,7 +6,8 @@ This reads the source the way the producer does (same parser, same typing), and 
 * the rows the producer's typing accepts, minus those in ``rejected_rows`` for another
   reason (the database refused them, ``stage='worker'``, or no message could carry them),
   against the whole target table, as a count and an order-independent checksum (the sum of
-  64-bit BLAKE2b hashes of each row's canonical text; a missing or doubled row changes it);
+  64-bit BLAKE2b hashes of each row's canonical text, :mod:`cli.checksum`; a missing or
+  doubled row changes it);
 * the lines the producer rejects plus those the database refused against ``rejected_rows``
   for this source (no line missing, none twice).
 
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cli.checksum import row_checksum, row_digests
 from headrace.schema import ColumnSpec, TableSchema, reflect_table
 from headrace.settings import Settings
 from headrace.tables import rejected_rows
@@ -116,7 +118,7 @@ async def _verify(
     count = 0
     total = 0
     async for _lines, rows in pass_.kept():
-        n, s = schema.row_checksum(pass_.names, rows)
+        n, s = row_checksum(pass_.specs, rows)
         count += n
         total = (total + s) & 0xFFFFFFFFFFFFFFFF
     report.source_rows = pass_.rows_read
@@ -133,7 +135,7 @@ async def _verify(
     tcount = 0
     ttotal = 0
     async for part in _target_rows(engine, schema, pass_.names):
-        n, s = schema.row_checksum(pass_.names, part)
+        n, s = row_checksum(pass_.specs, part)
         tcount += n
         ttotal = (ttotal + s) & 0xFFFFFFFFFFFFFFFF
     report.target_rows = tcount
@@ -211,12 +213,13 @@ async def _diff_rows(
 ) -> None:
     """Find the rows behind a count/checksum mismatch: missing, duplicated, unexpected."""
     names = pass_.names
+    specs = pass_.specs
     in_target = Counter[int]()
     async for part in _target_rows(engine, schema, names):
-        in_target.update(schema.row_digests(names, part))
+        in_target.update(row_digests(specs, part))
     in_source = Counter[int]()
     async for lines, rows in pass_.kept():
-        for line, row, digest in zip(lines, rows, schema.row_digests(names, rows), strict=True):
+        for line, row, digest in zip(lines, rows, row_digests(specs, rows), strict=True):
             in_source[digest] += 1
             if in_target[digest] > 0:
                 in_target[digest] -= 1
@@ -226,7 +229,7 @@ async def _diff_rows(
     if not extra:
         return
     async for part in _target_rows(engine, schema, names):
-        for row, digest in zip(part, schema.row_digests(names, part), strict=True):
+        for row, digest in zip(part, row_digests(specs, part), strict=True):
             copies = extra.pop(digest, 0)
             if not copies:
                 continue
