@@ -4,6 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Exact versions of every package, build tools included (`make lock` regenerates it).
+LOCK := constraints.txt
 PYTEST_WORKERS ?= 2
 ROWS ?= 1000000
 BENCH_ROWS ?= 1000000
@@ -12,7 +14,7 @@ BENCH_SEED_ROWS ?= 50000
 SOAK_ROWS ?= 5000000
 PY_PATHS := headrace producer worker cli migrations tests bench scripts testbed deploy
 
-.PHONY: help venv demo test faults soak lint format sysdeps docs clean bench dashboard
+.PHONY: help venv demo test unit faults soak lint format sysdeps docs clean bench dashboard lock
 
 help:
 	@echo "make demo    - install, generate $(ROWS) rows, run producer + worker on embedded defaults"
@@ -22,11 +24,12 @@ help:
 	@echo "make soak    - $(SOAK_ROWS) rows, worker SIGKILLed every 30 s, DB restarted twice (not in make test)"
 	@echo "make dashboard - regenerate deploy/grafana/headrace.json from deploy/grafana/dashboard.py"
 	@echo "make bench   - benchmark, $(BENCH_ROWS) rows (not part of make test); results in bench/results/"
+	@echo "make lock    - re-resolve $(LOCK) (every package pinned) from pyproject.toml's ranges"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade -c $(LOCK) pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -c $(LOCK) --build-constraint $(LOCK) -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -70,3 +73,7 @@ dashboard: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python scripts/settings_table.py
+
+# Resolves in a throwaway venv, so it needs no $(STAMP); commit $(LOCK) with pyproject.toml.
+lock:
+	PYTHON=$(PYTHON) bash scripts/lock.sh $(LOCK)
