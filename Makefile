@@ -19,6 +19,7 @@ PY_PATHS := headrace producer worker cli migrations tests bench scripts testbed 
 help:
 	@echo "make demo    - install, generate $(ROWS) rows, run producer + worker on embedded defaults"
 	@echo "make test    - install what is missing (Debian mariadb-server too), lint, run the suite"
+	@echo "make unit    - the tests that need no server or process (no sysdeps, seconds)"
 	@echo "make lint    - ruff check, ruff format --check, mypy --strict, import layer contracts"
 	@echo "make faults  - only the fault-injection scenarios (tests/faults; part of make test too)"
 	@echo "make soak    - $(SOAK_ROWS) rows, worker SIGKILLed every 30 s, DB restarted twice (not in make test)"
@@ -52,6 +53,10 @@ format: $(STAMP)
 
 test: sysdeps $(STAMP) lint
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not soak and not bench" tests
+
+# No MariaDB, moto, Prometheus or CLI process: tests/conftest.py marks those `services`.
+unit: $(STAMP)
+	$(BIN)/pytest -q -m "not services and not soak and not bench" tests
 
 faults: sysdeps $(STAMP)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not soak and not bench" tests/faults
