@@ -4,6 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Exact versions of every package, build tools included (`make lock` regenerates it).
+LOCK := constraints.txt
 PYTEST_WORKERS ?= 2
 ROWS ?= 1000000
 BENCH_ROWS ?= 1000000
@@ -12,21 +14,23 @@ BENCH_SEED_ROWS ?= 50000
 SOAK_ROWS ?= 5000000
 PY_PATHS := headrace producer worker cli migrations tests bench scripts testbed deploy
 
-.PHONY: help venv demo test faults soak lint format sysdeps docs clean bench dashboard
+.PHONY: help venv demo test unit faults soak lint format sysdeps docs clean bench dashboard lock
 
 help:
 	@echo "make demo    - install, generate $(ROWS) rows, run producer + worker on embedded defaults"
 	@echo "make test    - install what is missing (Debian mariadb-server too), lint, run the suite"
+	@echo "make unit    - the tests that need no server or process (no sysdeps, seconds)"
 	@echo "make lint    - ruff check, ruff format --check, mypy --strict, import layer contracts"
 	@echo "make faults  - only the fault-injection scenarios (tests/faults; part of make test too)"
 	@echo "make soak    - $(SOAK_ROWS) rows, worker SIGKILLed every 30 s, DB restarted twice (not in make test)"
 	@echo "make dashboard - regenerate deploy/grafana/headrace.json from deploy/grafana/dashboard.py"
 	@echo "make bench   - benchmark, $(BENCH_ROWS) rows (not part of make test); results in bench/results/"
+	@echo "make lock    - re-resolve $(LOCK) (every package pinned) from pyproject.toml's ranges"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade -c $(LOCK) pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -c $(LOCK) --build-constraint $(LOCK) -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -50,6 +54,10 @@ format: $(STAMP)
 test: sysdeps $(STAMP) lint
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not soak and not bench" tests
 
+# No MariaDB, moto, Prometheus or CLI process: tests/conftest.py marks those `services`.
+unit: $(STAMP)
+	$(BIN)/pytest -q -m "not services and not soak and not bench" tests
+
 faults: sysdeps $(STAMP)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not soak and not bench" tests/faults
 
@@ -70,3 +78,7 @@ dashboard: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python scripts/settings_table.py
+
+# Resolves in a throwaway venv, so it needs no $(STAMP); commit $(LOCK) with pyproject.toml.
+lock:
+	PYTHON=$(PYTHON) bash scripts/lock.sh $(LOCK)

@@ -146,7 +146,7 @@ async def consume(
         return await _consume(shared, engine, settings, rows, handlers, pool, wait_s)
 
 
-async def _consume(
+async def _consume(  # noqa: PLR0915 - the old consumer's shape, kept whole as the baseline
     shared: mmap.mmap | None,
     engine: AsyncEngine,
     settings: Settings,

@@ -4,15 +4,24 @@ Under pytest-xdist every worker is its own process with its own session, so each
 gets its own ``mariadbd`` (own datadir under its own basetemp, own port) and its own
 moto server. Tests that kill, restart or reconfigure a server should start a private
 :class:`testbed.mariadb.MariaDBServer` in ``tmp_path`` rather than use the shared one.
+
+Every test that needs a server or a process gets the ``services`` marker here, by itself
+(see :func:`pytest_collection_modifyitems`); `make unit` runs the rest in seconds and
+refuses, in that run, any process or moto server a test starts after all.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+import subprocess
+import types
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
+from moto.server import ThreadedMotoServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.pipeline import cli_env_for, prepare_database
 
@@ -20,6 +29,111 @@ from headrace.db import create_engine
 from headrace.settings import Settings
 from testbed.mariadb import MariaDBServer
 from testbed.moto import AWS_VARS_TO_UNSET, QueuePair, create_queue_pair, fake_aws_env, start_moto
+
+# --- the `services` marker: which tests need a server or a process -------------------------
+
+#: Fixtures that start (or stand on) a server: a test using any of them, directly or through
+#: another fixture, is a `services` test.
+SERVICE_FIXTURES = frozenset(
+    {
+        "mariadb_server",
+        "mariadb",
+        "moto_endpoint",
+        "db_url",
+        "queue",
+        "settings",
+        "engine",
+        "cli_env",
+    }
+)
+#: Names whose use in a test, in one of its fixtures or in a helper of the same module they
+#: call, means it starts a server or a process itself (tests/faults, tests/e2e, tests/bench,
+#: the Prometheus and promtool tests, the demo and infrastructure tests).
+SERVICE_NAMES = frozenset(
+    {
+        "subprocess",
+        "MariaDBServer",
+        "ensure_mariadbd",
+        "start_moto",
+        "ThreadedMotoServer",
+        "PrometheusServer",
+        "Pushgateway",
+        "find_binary",
+        "spawn_server",
+        "produce_cli",
+        "run_producer",
+        "start_worker",
+        "create_subprocess_exec",
+    }
+)
+
+
+def _names_used(function: Callable[..., Any]) -> set[str]:
+    """Global and attribute names in ``function``'s code, its nested code (lambdas, inner
+    functions) and the code of the same module's functions it calls, transitively."""
+    module_globals = getattr(inspect.unwrap(function), "__globals__", {})
+    names: set[str] = set()
+    todo = [getattr(inspect.unwrap(function), "__code__", None)]
+    seen: set[types.CodeType] = set()
+    while todo:
+        code = todo.pop()
+        if code is None or code in seen:
+            continue
+        seen.add(code)
+        names.update(code.co_names)
+        todo.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
+        for name in code.co_names:
+            helper = module_globals.get(name)
+            if isinstance(helper, types.FunctionType) and helper.__globals__ is module_globals:
+                todo.append(helper.__code__)
+    return names
+
+
+def needs_services(item: pytest.Item) -> bool:
+    if not isinstance(item, pytest.Function):
+        return True
+    if SERVICE_FIXTURES.intersection(item.fixturenames):
+        return True
+    functions = [item.function] + [
+        definition.func
+        for definitions in item._fixtureinfo.name2fixturedefs.values()
+        for definition in definitions
+    ]
+    return any(SERVICE_NAMES & _names_used(function) for function in functions)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if needs_services(item):
+            item.add_marker(pytest.mark.services)
+
+
+def _unit_run(config: pytest.Config) -> bool:
+    """`make unit` (``-m "not services ..."``): the run that must start nothing."""
+    return "not services" in str(config.getoption("markexpr", ""))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[object]:
+    """In a unit run, a test (or fixture) that starts a process or a moto server fails,
+    naming what to do, instead of quietly making `make unit` slow."""
+    if not _unit_run(item.config):
+        return (yield)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        pytest.fail(
+            f"{item.nodeid} starts a process or a server in `make unit`: have it use a server "
+            "fixture, or add the name it starts it with to SERVICE_NAMES in tests/conftest.py",
+            pytrace=False,
+        )
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(subprocess.Popen, "_execute_child", refuse)
+        mp.setattr(ThreadedMotoServer, "start", refuse)
+        return (yield)
+
+
+# --- the servers --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session", autouse=True)

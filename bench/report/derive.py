@@ -58,7 +58,7 @@ def _sqsper_million(counts: dict[str, dict[str, float]], rows: int) -> dict[str,
     }
 
 
-def derive(results: dict[str, Any]) -> dict[str, Any]:
+def derive(results: dict[str, Any]) -> dict[str, Any]:  # noqa: C901, PLR0915 - a block per section
     """Add ``resources``, ``sqs_cost``, ``ratios`` and ``targets`` to the raw results."""
     rows = int(results["meta"]["rows"])
     load = results.get("load_data", {})

@@ -66,7 +66,7 @@ async def _ledger_rows(settings: Settings) -> int:
         await engine.dispose()
 
 
-async def test_soak_worker_killed_every_30_s_and_database_restarted_twice(
+async def test_soak_worker_killed_every_30_s_and_database_restarted_twice(  # noqa: PLR0915 - one script
     tmp_path: Path, soak_db: MariaDBServer, moto_endpoint: str
 ) -> None:
     url = soak_db.create_database("soak")
