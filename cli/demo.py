@@ -21,14 +21,18 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cli.datagen import create_example_table, generate_csv, observations
 from cli.verify import VerifyReport, verify_source
 from headrace.db import create_engine, migrate
 from headrace.errors import ConfigError
+from headrace.metrics import WorkerStats
 from headrace.settings import Settings
 from headrace.sqs import sqs_client
 from headrace.tables import ingest_ledger, ingest_runs, rejected_rows
+from producer.app import ProduceReport, produce
+from worker.app import Worker
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -146,9 +150,6 @@ async def _prepare_database(settings: Settings, data_dir: Path, reset: bool) -> 
 async def run_demo(
     settings: Settings, *, rows: int, data_dir: Path, reset: bool, console: Console
 ) -> DemoResult:
-    from producer.app import ProduceReport, produce
-    from worker.app import Worker
-
     require_demo_extra(settings)
     data_dir.mkdir(parents=True, exist_ok=True)
     csv_path = data_dir / f"observations-{rows}.csv"
@@ -156,60 +157,13 @@ async def run_demo(
         with console.status(f"generating {rows:,} rows into {csv_path} ..."):
             generate_csv(csv_path, rows)
     settings = await _prepare_database(settings, data_dir, reset)
-    sqlite = settings.database_url.startswith("sqlite")
-    if sqlite:  # one writer at a time: SQLite serialises writes anyway
+    if settings.database_url.startswith("sqlite"):  # SQLite serialises writes anyway
         settings = settings.model_copy(
             update={"worker": settings.worker.model_copy(update={"sinks": 1})}
         )
     async with _embedded_sqs(settings) as settings:
-        queue_url = settings.queue_url or await _create_queues(settings)
-        report = ProduceReport(source=str(csv_path), table="observations")
-        worker = Worker(settings, queue_url=queue_url)
         started = time.perf_counter()
-        columns = (
-            TextColumn("{task.description:>9}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console, transient=False) as progress:
-            produce_task = progress.add_task("produced", total=rows)
-            insert_task = progress.add_task("inserted", total=rows)
-            worker_run = asyncio.create_task(worker.run())
-            producer_run = asyncio.create_task(
-                produce(settings, str(csv_path), "observations", queue_url=queue_url, report=report)
-            )
-            engine = create_engine(settings, pool_size=1)
-            try:
-                while True:
-                    await asyncio.sleep(0.2)
-                    progress.update(produce_task, completed=report.rows_read)
-                    done_rows = worker.stats.rows_inserted + worker.stats.rows_rejected
-                    progress.update(insert_task, completed=done_rows)
-                    if worker_run.done():
-                        worker_run.result()
-                        raise RuntimeError("worker stopped early")
-                    if worker.stats.batch_failures:
-                        raise RuntimeError(
-                            "a batch failed to commit (see the log above); stopping the demo"
-                        )
-                    if producer_run.done():
-                        producer_run.result()
-                        async with engine.connect() as conn:
-                            applied = (
-                                await conn.execute(
-                                    sa.select(sa.func.count())
-                                    .select_from(ingest_ledger)
-                                    .where(ingest_ledger.c.run_id == report.run_id)
-                                )
-                            ).scalar_one()
-                        if applied >= report.total_messages:
-                            break
-            finally:
-                worker.stop()
-                stats = await worker_run
-                await engine.dispose()
-            progress.update(insert_task, completed=stats.rows_inserted + stats.rows_rejected)
+        report, stats = await _run_pipeline(settings, csv_path, rows, console)
         wall = time.perf_counter() - started
     engine = create_engine(settings)
     try:
@@ -228,6 +182,67 @@ async def run_demo(
     )
     _print_summary(console, result, settings)
     return result
+
+
+async def _run_pipeline(
+    settings: Settings, csv_path: Path, rows: int, console: Console
+) -> tuple[ProduceReport, WorkerStats]:
+    """Producer and worker in this event loop, with progress bars, until every message of
+    the run is applied."""
+    queue_url = settings.queue_url or await _create_queues(settings)
+    report = ProduceReport(source=str(csv_path), table="observations")
+    worker = Worker(settings, queue_url=queue_url)
+    columns = (
+        TextColumn("{task.description:>9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        produce_task = progress.add_task("produced", total=rows)
+        insert_task = progress.add_task("inserted", total=rows)
+        worker_run = asyncio.create_task(worker.run())
+        producer_run = asyncio.create_task(
+            produce(settings, str(csv_path), "observations", queue_url=queue_url, report=report)
+        )
+        engine = create_engine(settings, pool_size=1)
+        try:
+            while not await _all_applied(engine, report, producer_run):
+                await asyncio.sleep(0.2)
+                progress.update(produce_task, completed=report.rows_read)
+                stats = worker.stats
+                progress.update(insert_task, completed=stats.rows_inserted + stats.rows_rejected)
+                if worker_run.done():
+                    worker_run.result()
+                    raise RuntimeError("worker stopped early")
+                if stats.batch_failures:
+                    raise RuntimeError(
+                        "a batch failed to commit (see the log above); stopping the demo"
+                    )
+        finally:
+            worker.stop()
+            stats = await worker_run
+            await engine.dispose()
+        progress.update(insert_task, completed=stats.rows_inserted + stats.rows_rejected)
+    return report, stats
+
+
+async def _all_applied(
+    engine: AsyncEngine, report: ProduceReport, producer_run: asyncio.Task[ProduceReport]
+) -> bool:
+    """Whether the producer finished and the ledger holds every message of its run."""
+    if not producer_run.done():
+        return False
+    producer_run.result()
+    async with engine.connect() as conn:
+        applied = (
+            await conn.execute(
+                sa.select(sa.func.count())
+                .select_from(ingest_ledger)
+                .where(ingest_ledger.c.run_id == report.run_id)
+            )
+        ).scalar_one()
+    return bool(applied >= report.total_messages)
 
 
 def _print_summary(console: Console, r: DemoResult, settings: Settings) -> None:

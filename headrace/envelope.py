@@ -83,12 +83,12 @@ class Envelope:
         rows: Sequence[Sequence[str | None]],
         lines: Sequence[int],
         rejects: Sequence[Reject] = (),
-        raw_bytes: int = 0,
     ) -> Envelope:
+        """An envelope of row-major ``rows`` (tests and tools), sized as :func:`encode` would."""
         data = [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in columns]
-        return cls(
-            run_id, seq, table, tuple(columns), source, data, list(lines), list(rejects), raw_bytes
-        )
+        env = cls(run_id, seq, table, tuple(columns), source, data, list(lines), list(rejects))
+        env.raw_bytes = len(assemble(b"{", env.data, env.lines, env.rejects))
+        return env
 
     @property
     def row_count(self) -> int:
@@ -214,46 +214,73 @@ def decode(body: str, attributes: dict[str, Any] | None = None) -> Envelope:
         attr = attributes.get("headrace-enc")
         if attr is not None:
             enc = str(attr.get("StringValue", "json"))
+    raw = _decoded_body(body, enc)
     try:
-        if enc == "zstd+b64":
-            compressed = base64.b64decode(body, validate=True)
-            # decompress() ignores max_output_size when the frame declares its size.
-            if zstandard.frame_content_size(compressed) > MAX_DECODED_BYTES:
-                raise EnvelopeError(f"body inflates past {MAX_DECODED_BYTES} bytes")
-            raw: bytes = zstandard.ZstdDecompressor().decompress(
-                compressed, max_output_size=MAX_DECODED_BYTES
-            )
-        elif enc == "json":
-            raw = body.encode("utf-8")  # raw_bytes counts bytes, not characters
-        else:
-            raise EnvelopeError(f"unknown envelope encoding {enc!r}")
         doc = orjson.loads(raw)
-    except (binascii.Error, zstandard.ZstdError, orjson.JSONDecodeError, ValueError) as exc:
-        if isinstance(exc, EnvelopeError):
-            raise
+    except orjson.JSONDecodeError as exc:
         raise EnvelopeError(f"undecodable body ({enc}): {exc}") from None
     if not isinstance(doc, dict):
         raise EnvelopeError("body is not a JSON object")
     version = doc.get("v")
     if version != VERSION:
         raise EnvelopeError(f"unsupported envelope version {version!r}")
+    env, n = _fields(doc)
+    env.raw_bytes = len(raw)
+    _check(env, n)
+    return env
+
+
+def _decoded_body(body: str, enc: str) -> bytes:
+    """The body's JSON bytes: as sent, or base64-decoded and decompressed (size-capped)."""
+    if enc == "json":
+        return body.encode("utf-8")  # raw_bytes counts bytes, not characters
+    if enc != "zstd+b64":
+        raise EnvelopeError(f"unknown envelope encoding {enc!r}")
     try:
-        run_id = doc["run"]
-        seq = doc["seq"]
-        table = doc["table"]
-        cols = doc["cols"]
+        compressed = base64.b64decode(body, validate=True)
+        # decompress() ignores max_output_size when the frame declares its size.
+        if zstandard.frame_content_size(compressed) > MAX_DECODED_BYTES:
+            raise EnvelopeError(f"body inflates past {MAX_DECODED_BYTES} bytes")
+        raw: bytes = zstandard.ZstdDecompressor().decompress(
+            compressed, max_output_size=MAX_DECODED_BYTES
+        )
+    except (binascii.Error, zstandard.ZstdError, ValueError) as exc:
+        if isinstance(exc, EnvelopeError):
+            raise
+        raise EnvelopeError(f"undecodable body ({enc}): {exc}") from None
+    return raw
+
+
+def _fields(doc: dict[str, Any]) -> tuple[Envelope, int]:
+    """The envelope's fields and its row count ``n``, unchecked but for what expanding the
+    line runs needs."""
+    try:
         n = doc["n"]
-        data = doc["data"]
         if not (isinstance(n, int) and n >= 0):
             raise EnvelopeError("malformed row count")
-        lines = _expand(doc["lines"], n)
-        rejects = [
-            Reject(int(line), str(raw_row), str(reason))
-            for line, raw_row, reason in doc.get("rej", [])
-        ]
-        source = str(doc.get("src", ""))
+        env = Envelope(
+            run_id=doc["run"],
+            seq=doc["seq"],
+            table=doc["table"],
+            columns=doc["cols"],
+            source=str(doc.get("src", "")),
+            data=doc["data"],
+            lines=_expand(doc["lines"], n),
+            rejects=[
+                Reject(int(line), str(raw_row), str(reason))
+                for line, raw_row, reason in doc.get("rej", [])
+            ],
+        )
     except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, EnvelopeError):
+            raise
         raise EnvelopeError(f"malformed envelope: {exc!r}") from None
+    return env, n
+
+
+def _check(env: Envelope, n: int) -> None:
+    """Every field of the right type and every count agreeing; columns become a tuple."""
+    run_id, seq, table, cols, data = env.run_id, env.seq, env.table, env.columns, env.data
     if not (isinstance(run_id, str) and re.fullmatch(r"[0-9a-f]{32}", run_id)):
         raise EnvelopeError("malformed run id")
     if not (isinstance(seq, int) and seq >= 0 and isinstance(table, str) and table):
@@ -262,7 +289,7 @@ def decode(body: str, attributes: dict[str, Any] | None = None) -> Envelope:
         raise EnvelopeError("malformed column list")
     if len(set(cols)) != len(cols):
         raise EnvelopeError("a column is named twice")
-    if len(lines) != n:
+    if len(env.lines) != n:
         raise EnvelopeError("row and line counts differ")
     if not (isinstance(data, list) and len(data) == len(cols)):
         raise EnvelopeError(f"data does not have {len(cols)} columns")
@@ -270,4 +297,4 @@ def decode(body: str, attributes: dict[str, Any] | None = None) -> Envelope:
         raise EnvelopeError(f"a column does not have {n} values")
     if not all(set(map(type, c)) <= _VALUE_TYPES for c in data):
         raise EnvelopeError("a value is neither text nor null")
-    return Envelope(run_id, seq, table, tuple(cols), source, data, lines, rejects, len(raw))
+    env.columns = tuple(cols)

@@ -255,55 +255,74 @@ def _spec_for(column: sa.Column[Any]) -> ColumnSpec | None:
     if column.computed is not None:
         return None
     ctype = column.type
-    type_name = type(ctype).__name__.upper()
     nullable = bool(column.nullable)
-    has_default = column.server_default is not None or column.autoincrement is True
-    if (
+    kind, check, fast = _rule_for(ctype)
+    return ColumnSpec(
+        name=str(column.name),
+        kind=kind,
+        sql_type=_type_text(ctype),
+        nullable=nullable,
+        has_default=_has_default(column),
+        check=check,
+        fast=with_empties(fast, nullable=nullable, text=kind in ("string", "text")),
+        max_chars=_max_chars(kind, ctype),
+        scale=(ctype.scale or 0) if kind == "decimal" else None,  # type: ignore[attr-defined]
+    )
+
+
+def _has_default(column: sa.Column[Any]) -> bool:
+    """Whether the database fills the column when an INSERT leaves it out."""
+    if column.server_default is not None or column.autoincrement is True:
+        return True
+    return bool(
         column.primary_key
-        and isinstance(ctype, satypes.Integer)
+        and isinstance(column.type, satypes.Integer)
         and column.autoincrement in (True, "auto")
         and len(column.table.primary_key.columns) == 1
+    )
+
+
+def _rule_for(ctype: satypes.TypeEngine[Any]) -> tuple[str, Check, Fast]:
+    """The kind of a column type and its check/fast pair (:mod:`headrace.rules`)."""
+    type_name = type(ctype).__name__.upper()
+    if isinstance(ctype, satypes.Boolean) or (
+        type_name == "TINYINT" and getattr(ctype, "display_width", None) == 1
     ):
-        has_default = True
-    common: dict[str, Any] = {
-        "name": str(column.name),
-        "sql_type": _type_text(ctype),
-        "nullable": nullable,
-        "has_default": has_default,
-    }
-    display_width = getattr(ctype, "display_width", None)
-    rule: tuple[str, Check, Fast]
-    scale: int | None = None
-    if isinstance(ctype, satypes.Boolean) or (type_name == "TINYINT" and display_width == 1):
-        rule = ("bool", *BOOL_RULE)
-    elif isinstance(ctype, satypes.Integer):
+        return ("bool", *BOOL_RULE)
+    if isinstance(ctype, satypes.Integer):
         bits = INT_BITS.get(type_name, 64 if isinstance(ctype, satypes.BigInteger) else 32)
         if isinstance(ctype, satypes.SmallInteger) and type_name not in INT_BITS:
             bits = 16
-        rule = ("int", *int_rule(bits, bool(getattr(ctype, "unsigned", False))))
-    elif isinstance(ctype, satypes.Numeric) and not isinstance(ctype, satypes.Float):
-        scale = ctype.scale or 0
-        rule = ("decimal", *decimal_rule(ctype.precision or 10, scale))
-    elif isinstance(ctype, satypes.Float | satypes.Numeric):
-        rule = ("float", *FLOAT_RULE)
-    elif isinstance(ctype, satypes.DateTime) or type_name in ("DATETIME", "TIMESTAMP"):
+        return ("int", *int_rule(bits, bool(getattr(ctype, "unsigned", False))))
+    if isinstance(ctype, satypes.Numeric) and not isinstance(ctype, satypes.Float):
+        return ("decimal", *decimal_rule(ctype.precision or 10, ctype.scale or 0))
+    if isinstance(ctype, satypes.Float | satypes.Numeric):
+        return ("float", *FLOAT_RULE)
+    return _temporal_or_text_rule(ctype, type_name)
+
+
+def _temporal_or_text_rule(
+    ctype: satypes.TypeEngine[Any], type_name: str
+) -> tuple[str, Check, Fast]:
+    if isinstance(ctype, satypes.DateTime) or type_name in ("DATETIME", "TIMESTAMP"):
         lo, hi = (1970, 2037) if type_name == "TIMESTAMP" else (1000, 9999)
-        rule = ("datetime", *datetime_rule("datetime", lo, hi))
-    elif isinstance(ctype, satypes.Date):
-        rule = ("date", *datetime_rule("date", 1000, 9999))
-    elif isinstance(ctype, satypes.Time):
-        rule = ("time", *TIME_RULE)
-    elif isinstance(ctype, satypes.Enum) or type_name == "ENUM":
-        rule = ("enum", *enum_rule(list(getattr(ctype, "enums", []))))
-    elif isinstance(ctype, satypes.Text) or type_name in TEXT_BYTES:
-        rule = ("text", *bytes_rule(TEXT_BYTES.get(type_name, 65_535)))
-    elif isinstance(ctype, satypes.String):
-        rule = ("string", *chars_rule(ctype.length or 2**31))
-    else:
-        rule = ("other", *OTHER_RULE)
-    kind, check, fast = rule
-    fast = with_empties(fast, nullable=nullable, text=kind in ("string", "text"))
-    max_chars = {
+        return ("datetime", *datetime_rule("datetime", lo, hi))
+    if isinstance(ctype, satypes.Date):
+        return ("date", *datetime_rule("date", 1000, 9999))
+    if isinstance(ctype, satypes.Time):
+        return ("time", *TIME_RULE)
+    if isinstance(ctype, satypes.Enum) or type_name == "ENUM":
+        return ("enum", *enum_rule(list(getattr(ctype, "enums", []))))
+    if isinstance(ctype, satypes.Text) or type_name in TEXT_BYTES:
+        return ("text", *bytes_rule(TEXT_BYTES.get(type_name, 65_535)))
+    if isinstance(ctype, satypes.String):
+        return ("string", *chars_rule(ctype.length or 2**31))
+    return ("other", *OTHER_RULE)
+
+
+def _max_chars(kind: str, ctype: satypes.TypeEngine[Any]) -> int | None:
+    """The longest valid text of a column of this kind (None: unbounded)."""
+    return {
         "bool": 1,
         "int": 21,
         "decimal": (getattr(ctype, "precision", None) or 65) + 2,
@@ -311,10 +330,9 @@ def _spec_for(column: sa.Column[Any]) -> ColumnSpec | None:
         "date": 10,
         "time": 17,
         "enum": max(map(len, getattr(ctype, "enums", None) or [""])),
-        "text": TEXT_BYTES.get(type_name, 65_535),
+        "text": TEXT_BYTES.get(type(ctype).__name__.upper(), 65_535),
         "string": getattr(ctype, "length", None),
     }.get(kind)
-    return ColumnSpec(kind=kind, check=check, fast=fast, max_chars=max_chars, scale=scale, **common)
 
 
 async def reflect_table(

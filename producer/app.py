@@ -188,17 +188,8 @@ async def _produce(
                     budget_bytes=budget,
                     resume_from=checkpoint.resume_from,
                 )
-                await _pump(
-                    settings,
-                    queue,
-                    budget,
-                    reader,
-                    source.threaded,
-                    schema,
-                    specs,
-                    checkpoint,
-                    report,
-                )
+                run = _Run(settings, queue, schema, specs, checkpoint, report)
+                await run.pump(reader, threaded=source.threaded, budget=budget)
             finally:
                 reader.close()
     finally:
@@ -211,88 +202,95 @@ def _max_row_chars(specs: list[ColumnSpec]) -> int | None:
     return None if None in bounds else sum(b for b in bounds if b is not None)
 
 
-async def _pump(
-    settings: Settings,
-    queue: Queue,
-    budget: int,
-    reader: CsvReader,
-    threaded: bool,
-    schema: TableSchema,
-    specs: list[ColumnSpec],
-    checkpoint: Checkpoint,
-    report: ProduceReport,
-) -> None:
-    p = settings.producer
-    packer = Packer(
-        run_id=checkpoint.run_id,
-        table=schema.name,
-        columns=[s.name for s in specs],
-        source=reader.source,
-        budget=budget,
-        compression=p.compression,
-        zstd_level=p.zstd_level,
-        max_row_chars=_max_row_chars(specs),
-    )
+@dataclass
+class _Run:
+    """One run's fixed parts, while it reads, types, packs and sends."""
 
-    m, table = report.metrics, schema.name
-    rows_read, rows_sent, rows_rejected = (
-        m.rows.labels(table, outcome) for outcome in ("read", "sent", "rejected")
-    )
-    messages_sent, bytes_sent = m.messages.labels(table), m.bytes.labels(table, "sent")
+    settings: Settings
+    queue: Queue
+    schema: TableSchema
+    specs: list[ColumnSpec]
+    checkpoint: Checkpoint
+    report: ProduceReport
 
-    def on_sent(message: EncodedMessage) -> None:
-        checkpoint.mark_sent(message.seq)
-        messages_sent.inc()
-        rows_sent.inc(message.row_count)
-        bytes_sent.inc(message.size)
+    async def pump(self, reader: CsvReader, *, threaded: bool, budget: int) -> None:
+        """Read, type, pack and send every row; save the checkpoint as sends are confirmed."""
+        settings, queue, schema, specs = self.settings, self.queue, self.schema, self.specs
+        checkpoint, report = self.checkpoint, self.report
+        p = settings.producer
+        packer = Packer(
+            run_id=checkpoint.run_id,
+            table=schema.name,
+            columns=[s.name for s in specs],
+            source=reader.source,
+            budget=budget,
+            compression=p.compression,
+            zstd_level=p.zstd_level,
+            max_row_chars=_max_row_chars(specs),
+        )
 
-    sender = Sender(
-        queue,
-        concurrency=p.concurrency,
-        max_batch_bytes=budget,
-        on_sent=on_sent,
-        metrics=m,
-        table=table,
-    )
+        m, table = report.metrics, schema.name
+        rows_read, rows_sent, rows_rejected = (
+            m.rows.labels(table, outcome) for outcome in ("read", "sent", "rejected")
+        )
+        messages_sent, bytes_sent = m.messages.labels(table), m.bytes.labels(table, "sent")
 
-    async def dispatch(message: EncodedMessage) -> None:
-        report.total_messages = message.seq + 1
-        if message.seq < checkpoint.resume_from:
-            m.messages_skipped.labels(table).inc()
-            return
-        await sender.submit(message)
+        def on_sent(message: EncodedMessage) -> None:
+            checkpoint.mark_sent(message.seq)
+            messages_sent.inc()
+            rows_sent.inc(message.row_count)
+            bytes_sent.inc(message.size)
 
-    def count_read() -> None:
-        rows_read.inc(reader.rows_read - report.rows_read)
+        sender = Sender(
+            queue,
+            concurrency=p.concurrency,
+            max_batch_bytes=budget,
+            on_sent=on_sent,
+            metrics=m,
+            table=table,
+        )
 
-    async with sender, aclosing(read_chunks(reader, threaded=threaded)) as chunks:
-        async for chunk in chunks:
-            valid = schema.validate(specs, chunk.rows, chunk.lines)
-            rejects = sorted(chunk.rejects + valid.rejects, key=lambda r: r.line)
-            count_read()
-            rows_rejected.inc(len(rejects))
-            if p.max_rejects_per_file is not None and report.rows_rejected > p.max_rejects_per_file:
-                first = rejects[0] if rejects else None
-                raise InputError(
-                    f"more than {p.max_rejects_per_file} rows rejected "
-                    "(producer.max_rejects_per_file); "
-                    f"last reason: {first.reason if first else '?'}",
-                    source=reader.source,
-                    line=first.line if first else None,
-                )
-            for message in packer.add_columns(valid.columns, valid.lines, rejects):
+        async def dispatch(message: EncodedMessage) -> None:
+            report.total_messages = message.seq + 1
+            if message.seq < checkpoint.resume_from:
+                m.messages_skipped.labels(table).inc()
+                return
+            await sender.submit(message)
+
+        def count_read() -> None:
+            rows_read.inc(reader.rows_read - report.rows_read)
+
+        async with sender, aclosing(read_chunks(reader, threaded=threaded)) as chunks:
+            async for chunk in chunks:
+                valid = schema.validate(specs, chunk.rows, chunk.lines)
+                rejects = sorted(chunk.rejects + valid.rejects, key=lambda r: r.line)
+                count_read()
+                rows_rejected.inc(len(rejects))
+                if (
+                    p.max_rejects_per_file is not None
+                    and report.rows_rejected > p.max_rejects_per_file
+                ):
+                    first = rejects[0] if rejects else None
+                    raise InputError(
+                        f"more than {p.max_rejects_per_file} rows rejected "
+                        "(producer.max_rejects_per_file); "
+                        f"last reason: {first.reason if first else '?'}",
+                        source=reader.source,
+                        line=first.line if first else None,
+                    )
+                for message in packer.add_columns(valid.columns, valid.lines, rejects):
+                    await dispatch(message)
+                if checkpoint.watermark - checkpoint.persisted >= p.checkpoint_every_messages:
+                    await checkpoint.save(
+                        rows_read=report.rows_read, rows_rejected=report.rows_rejected
+                    )
+                await asyncio.sleep(0)
+            for message in packer.finish():
                 await dispatch(message)
-            if checkpoint.watermark - checkpoint.persisted >= p.checkpoint_every_messages:
-                await checkpoint.save(
-                    rows_read=report.rows_read, rows_rejected=report.rows_rejected
-                )
-            await asyncio.sleep(0)
-        for message in packer.finish():
-            await dispatch(message)
-        await sender.close()
-    count_read()
-    await checkpoint.save(
-        rows_read=report.rows_read,
-        rows_rejected=report.rows_rejected,
-        total_messages=report.total_messages,
-    )
+            await sender.close()
+        count_read()
+        await checkpoint.save(
+            rows_read=report.rows_read,
+            rows_rejected=report.rows_rejected,
+            total_messages=report.total_messages,
+        )

@@ -30,6 +30,7 @@ from worker.buffer import Batch, Buffer
 from worker.circuit import Circuit
 from worker.heartbeat import Heartbeat
 from worker.inflight import InFlight
+from worker.parts import Parts
 from worker.poller import Poller
 from worker.protection import TaskProtection
 from worker.sink import Sink
@@ -121,21 +122,18 @@ class Worker:
             statement_timeout_s=self.settings.db.statement_timeout_s,
             on_retry=lambda exc: self.metrics.db_retries.labels(error_reason(exc)).inc(),
         )
-        pollers = [
-            Poller(
-                queue,
-                w,
-                inflight=self._inflight,
-                buffer=self._buffer,
-                batches=self._batches,
-                tables=tables,
-                circuit=circuit,
-                acker=acker,
-                metrics=self.metrics,
-                stopping=self._stopping,
-            )
-            for _ in range(w.pollers)
-        ]
+        parts = Parts(
+            settings=w,
+            metrics=self.metrics,
+            inflight=self._inflight,
+            buffer=self._buffer,
+            batches=self._batches,
+            tables=tables,
+            circuit=circuit,
+            acker=acker,
+            stopping=self._stopping,
+        )
+        pollers = [Poller(queue, parts) for _ in range(w.pollers)]
         heartbeat = Heartbeat(
             acker,
             self._inflight,
@@ -147,7 +145,7 @@ class Worker:
             asyncio.create_task(p.run(), name=f"poller-{i}") for i, p in enumerate(pollers)
         ]
         sinks = [
-            asyncio.create_task(self._sink_loop(sink, tables, circuit, acker), name=f"sink-{i}")
+            asyncio.create_task(self._sink_loop(sink, parts), name=f"sink-{i}")
             for i in range(w.sinks)
         ]
         aux = [
@@ -170,9 +168,7 @@ class Worker:
             )
             aux.append(asyncio.create_task(self._protection.run(), name="protection"))
         await self._supervise([*poll_tasks, *sinks, *aux])
-        await self._shutdown(
-            list(zip(pollers, poll_tasks, strict=True)), sinks, aux, acker, circuit
-        )
+        await self._shutdown(list(zip(pollers, poll_tasks, strict=True)), sinks, aux, parts)
 
     async def _supervise(self, tasks: list[asyncio.Task[None]]) -> None:
         """Wait for a stop request; a loop that dies of an error also stops the worker."""
@@ -196,30 +192,29 @@ class Worker:
             for batch in self._buffer.due():
                 await self._batches.put(batch)
 
-    async def _sink_loop(self, sink: Sink, tables: Tables, circuit: Circuit, acker: Acker) -> None:
+    async def _sink_loop(self, sink: Sink, parts: Parts) -> None:
         while True:
             batch = await self._batches.get()
             try:
                 if self._protection is not None:  # protected before anything commits
                     await self._protection.settled()
-                await self._flush(sink, tables, circuit, acker, batch)
+                await self._flush(sink, parts, batch)
             finally:
                 self._batches.task_done()
 
-    async def _flush(
-        self, sink: Sink, tables: Tables, circuit: Circuit, acker: Acker, batch: Batch
-    ) -> None:
+    async def _flush(self, sink: Sink, parts: Parts, batch: Batch) -> None:
         started = time.perf_counter()
+        acker = parts.acker
         envelopes = [m.envelope for m in batch.messages]
         try:
-            result = await sink.write(tables[batch.table], envelopes)
+            result = await sink.write(parts.tables[batch.table], envelopes)
         except asyncio.CancelledError:
             await acker.release(batch.messages)
             raise
         except (DatabaseUnavailable, SchemaError, OSError, TimeoutError) as exc:
             # The database or the table, not the batch: keep the messages (the heartbeat
             # keeps them invisible), stop receiving, retry once the probe says it can work.
-            circuit.park(batch, exc)
+            parts.circuit.park(batch, exc)
             return
         except Exception as exc:
             self.metrics.batches.labels("failed").inc()
@@ -284,8 +279,7 @@ class Worker:
         pollers: list[tuple[Poller, asyncio.Task[None]]],
         sinks: list[asyncio.Task[None]],
         aux: list[asyncio.Task[None]],
-        acker: Acker,
-        circuit: Circuit,
+        parts: Parts,
     ) -> None:
         deadline = time.monotonic() + self.settings.worker.shutdown_deadline_s
         # 1. Stop receiving. A poller waiting for room or for the database is cancelled. One
@@ -301,7 +295,7 @@ class Worker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await circuit.stop()  # parked batches stay parked: they are handed back below
+        await parts.circuit.stop()  # parked batches stay parked: they are handed back below
         # 2. Flush what is buffered and let running transactions commit.
         for batch in self._buffer.drain():
             await self._batches.put(batch)
@@ -318,7 +312,7 @@ class Worker:
         while not self._batches.empty():
             leftover.extend(self._batches.get_nowait().messages)
         if leftover:
-            await acker.release(list({id(m): m for m in leftover}.values()))
+            await parts.acker.release(list({id(m): m for m in leftover}.values()))
         for task in aux:
             task.cancel()
         await asyncio.gather(*aux, return_exceptions=True)

@@ -8,7 +8,6 @@ cannot die of one bad message, and a failed receive backs off and tries again.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import structlog
@@ -16,15 +15,11 @@ from sqlalchemy.exc import DBAPIError
 
 from headrace.envelope import decode
 from headrace.errors import EnvelopeError, QueueError, SchemaError
-from headrace.metrics import WorkerMetrics
 from headrace.retry import Backoff
-from headrace.settings import WorkerSettings
 from headrace.sqs import Queue, Received
-from worker.acker import Acker
-from worker.buffer import Batch, Buffer
-from worker.circuit import Circuit
-from worker.inflight import InFlight, Message
-from worker.tables import Tables
+from worker.buffer import Batch
+from worker.inflight import Message
+from worker.parts import Parts
 
 __all__ = ["Poller"]
 
@@ -37,30 +32,17 @@ RETRY_LATER_S = 5
 
 
 class Poller:
-    def __init__(
-        self,
-        queue: Queue,
-        settings: WorkerSettings,
-        *,
-        inflight: InFlight,
-        buffer: Buffer,
-        batches: asyncio.Queue[Batch],
-        tables: Tables,
-        circuit: Circuit,
-        acker: Acker,
-        metrics: WorkerMetrics,
-        stopping: asyncio.Event,
-    ) -> None:
+    def __init__(self, queue: Queue, parts: Parts) -> None:
         self._queue = queue
-        self._settings = settings
-        self._inflight = inflight
-        self._buffer = buffer
-        self._batches = batches
-        self._tables = tables
-        self._circuit = circuit
-        self._acker = acker
-        self._metrics = metrics
-        self._stopping = stopping
+        self._settings = parts.settings
+        self._inflight = parts.inflight
+        self._buffer = parts.buffer
+        self._batches = parts.batches
+        self._tables = parts.tables
+        self._circuit = parts.circuit
+        self._acker = parts.acker
+        self._metrics = parts.metrics
+        self._stopping = parts.stopping
         self.receiving = False  # inside a receive call (shutdown gives those a grace)
         self.last_receive_at = 0.0  # monotonic time of the last receive that got messages
 

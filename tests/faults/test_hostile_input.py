@@ -71,7 +71,7 @@ async def _nothing_sent(settings: Settings, engine: AsyncEngine, queue: QueuePai
     assert await count(engine) == 0
 
 
-async def _header_refused(  # noqa: PLR0913 - case parameters + an end-to-end run's fixtures
+async def _header_refused(
     header: str,
     where: str,
     what: str,
@@ -114,7 +114,7 @@ async def _load(
     ],
     ids=["unknown-column", "sql-in-header"],
 )
-async def test_scenario_28_header_naming_a_column_not_in_the_table(  # noqa: PLR0913 - fixtures
+async def test_scenario_28_header_naming_a_column_not_in_the_table(
     header: str,
     where: str,
     what: str,
@@ -138,7 +138,7 @@ async def test_scenario_28_header_naming_a_column_not_in_the_table(  # noqa: PLR
     ],
     ids=["duplicate", "empty", "double-bom"],
 )
-async def test_scenario_29_duplicate_empty_or_bom_headers_are_refused(  # noqa: PLR0913 - fixtures
+async def test_scenario_29_duplicate_empty_or_bom_headers_are_refused(
     header: str,
     where: str,
     what: str,

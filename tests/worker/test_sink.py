@@ -44,7 +44,6 @@ def _env(
         rows,
         lines,
         rejects or [],
-        raw_bytes=100 * len(rows),
     )
 
 
@@ -135,7 +134,6 @@ async def test_messages_with_columns_in_any_order_share_one_batch(engine: AsyncE
         "test.csv",
         [[r[i] for i in order] for r in rows[10:]],
         list(range(12, 22)),
-        raw_bytes=1000,
     )
     result = await sink.write(schema, [shuffled, plain])  # type: ignore[arg-type]
     assert result.rows_inserted == 19
