@@ -81,6 +81,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
             update={"worker": settings.worker.model_copy(update={"idle_exit_s": args.idle_exit})}
         )
     stats = run(run_worker(settings, queue_url=args.queue_url))
+    _print_json(stats.as_dict())  # what this worker did, for scripts (logs go to stderr)
     return 0 if stats.batch_failures == 0 and stats.task_failures == 0 else 3
 
 

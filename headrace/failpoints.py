@@ -18,7 +18,7 @@ import os
 import signal
 from dataclasses import dataclass
 
-__all__ = ["hit", "reset"]
+__all__ = ["hit", "hits", "reset"]
 
 ENV = "HEADRACE_FAILPOINT"
 
@@ -50,6 +50,12 @@ def reset(spec: str | None = None) -> None:
     """Re-read the fail-points (tests in the same process); ``spec`` overrides the env."""
     global _points
     _points = _parse(spec if spec is not None else os.environ.get(ENV, ""))
+
+
+def hits(name: str) -> int:
+    """How often an armed point was reached in this process (0 when it is not armed)."""
+    point = (_points or {}).get(name)
+    return point.hits if point is not None else 0
 
 
 async def hit(name: str) -> None:

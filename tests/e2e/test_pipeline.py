@@ -7,7 +7,6 @@ import signal
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,6 +19,7 @@ from support.pipeline import (
     start_worker,
     stop_process,
     wait_for_ledger,
+    worker_report,
 )
 
 from cli.datagen import generate_csv
@@ -75,13 +75,9 @@ async def test_scenario_05_rerun_of_a_finished_file_sends_nothing(
     assert resent["messages_sent"] == report["total_messages"]
     assert resent["run_id"] == report["run_id"]
     drain_queue(cli_env, tmp_path / "worker2.log")
-    flushed = [
-        orjson.loads(line)
-        for line in (tmp_path / "worker2.log").read_text().splitlines()
-        if '"batch_flushed"' in line
-    ]
-    assert sum(f["applied"] for f in flushed) == 0
-    assert sum(f["duplicates"] for f in flushed) == report["total_messages"]
+    counts = worker_report(tmp_path / "worker2.log")
+    assert counts["messages_applied"] == 0
+    assert counts["messages_duplicate"] == report["total_messages"]
     assert await count(engine) == 5_000 - data.bad_rows
     await assert_invariant(settings, engine, data.path)
 

@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.pipeline import assert_invariant, produce_cli, start_worker
+from support.pipeline import assert_invariant, produce_cli, start_worker, worker_report
 
 from cli.datagen import generate_csv, observations
 from headrace.settings import Settings
@@ -34,7 +33,7 @@ MAX_PEAK_MB = 160
 
 
 async def _drain_measured(env: dict[str, str], log: Path) -> tuple[float, dict[str, Any]]:
-    """Run a worker until the queue is empty; its peak RSS (MB) and `worker_stopped` line.
+    """Run a worker until the queue is empty; its peak RSS (MB) and the counts it reported.
 
     VmHWM is read every 20 ms while it runs (``wait4``'s ru_maxrss would include this test
     process's RSS at spawn: exec records the address space it replaces).
@@ -50,14 +49,7 @@ async def _drain_measured(env: dict[str, str], log: Path) -> tuple[float, dict[s
             raise AssertionError(f"worker still running after 120 s:\n{log.read_text()[-3000:]}")
         await asyncio.sleep(0.02)
     assert proc.returncode == 0, log.read_text()[-3000:]
-    stopped = [
-        event
-        for line in log.read_text().splitlines()
-        if '"worker_stopped"' in line
-        for event in [orjson.loads(line)]
-    ]
-    assert len(stopped) == 1, log.read_text()[-3000:]
-    return peak_kb / 1024, stopped[0]
+    return peak_kb / 1024, worker_report(log)
 
 
 async def _empty_tables(engine: AsyncEngine) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import os
 from pathlib import Path
 
-import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.pipeline import (
@@ -17,6 +16,7 @@ from support.pipeline import (
     run_producer,
     start_worker,
     stop_process,
+    worker_report,
 )
 
 from cli.datagen import generate_csv
@@ -69,11 +69,7 @@ async def _sigkill_at(
         tmp_path / "drain.log",
     )
     assert await count(engine, ingest_ledger) == report["total_messages"]
-    duplicates = sum(
-        orjson.loads(line).get("duplicates", 0)
-        for line in (tmp_path / "drain.log").read_text().splitlines()
-        if '"batch_flushed"' in line
-    )
+    duplicates = worker_report(tmp_path / "drain.log")["messages_duplicate"]
     # After the commit, the killed batch's redelivery finds its keys in the ledger; before
     # it, nothing was applied, so nothing is a duplicate.
     assert (duplicates > 0) == (point == "worker.after_commit")

@@ -207,17 +207,23 @@ async def test_scenario_14_db_frozen_gives_timeouts_not_hangs(
     await prepare_database(url)
     settings = _settings(url, queue, moto_endpoint, db={"statement_timeout_s": 3})
     data = _fill_queue(settings, tmp_path / "f.csv", 10_000, seed=23)
-    worker, run = _start(settings)
-    await _until("a first batch", lambda: worker.stats.batches > 0, run)
-    own_db.pause()  # SIGSTOP: connections stay open, nothing answers
+    # The first flush waits 1 s inside its open transaction: the database is frozen then,
+    # so its COMMIT must time out, however the messages happen to be batched.
+    failpoints.reset("worker.before_commit:sleep=1@1")
     try:
-        await _until("a timed-out statement", lambda: worker.stats.db_retries > 0, run, 30)
-        frozen_at = worker.stats.batches
-        await asyncio.sleep(4)
-        assert worker.stats.batches == frozen_at  # nothing committed while frozen...
-        assert not run.done()  # ...and the worker is waiting, not dead
+        worker, run = _start(settings)
+        await _until("a transaction open", lambda: failpoints.hits("worker.before_commit") > 0, run)
+        own_db.pause()  # SIGSTOP: connections stay open, nothing answers
+        try:
+            await _until("a timed-out statement", lambda: worker.stats.db_retries > 0, run, 30)
+            frozen_at = worker.stats.batches
+            await asyncio.sleep(4)
+            assert worker.stats.batches == frozen_at  # nothing committed while frozen...
+            assert not run.done()  # ...and the worker is waiting, not dead
+        finally:
+            own_db.resume()
     finally:
-        own_db.resume()
+        failpoints.reset("")
     stats = await asyncio.wait_for(run, timeout=180)
     assert stats.batch_failures == 0, _failures(events)
     assert None in _errnos(events)  # a timeout, not a server error

@@ -25,6 +25,7 @@ from support.pipeline import (
     produce_cli,
     run_producer,
     start_worker,
+    worker_report,
 )
 from support.sqsproxy import SqsProxy
 
@@ -72,10 +73,6 @@ def _failed_attempts(log: Path) -> set[tuple[str, str]]:
     return {
         (e["operation"], e["error"]) for e in _events(log) if e["event"] == "sqs_attempt_failed"
     }
-
-
-def _stopped(log: Path) -> dict[str, Any]:
-    return next(e for e in _events(log) if e["event"] == "worker_stopped")
 
 
 async def test_scenario_02_send_batch_partial_failed_entries_are_retried(
@@ -178,7 +175,7 @@ async def test_scenario_03_throttling_and_5xx_are_retried_without_loss_or_duplic
         ("DeleteMessageBatch", "ServiceUnavailable"),
     }
     assert report["messages_sent"] == report["total_messages"]
-    stats = _stopped(tmp_path / "worker.log")
+    stats = worker_report(tmp_path / "worker.log")
     assert stats["messages_duplicate"] >= 2  # the sends whose answer was lost
     assert stats["messages_applied"] == report["total_messages"]
     assert await count(engine, ingest_ledger) == report["total_messages"]
@@ -300,7 +297,7 @@ async def test_scenario_25_expired_receipt_handle_on_delete_is_absorbed_by_the_l
     stale = [e for e in _events(log) if e["event"] == "delete_entry_failed"]
     assert stale
     assert {e["code"] for e in stale} == {"ReceiptHandleIsInvalid"}
-    stats = _stopped(log)
+    stats = worker_report(log)
     assert stats["messages_duplicate"] >= len(stale)
     assert stats["task_failures"] == 0
     assert await count(engine, ingest_ledger) == report["total_messages"]

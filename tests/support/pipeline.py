@@ -34,6 +34,7 @@ __all__ = [
     "start_worker",
     "stop_process",
     "wait_for_ledger",
+    "worker_report",
 ]
 
 
@@ -104,14 +105,22 @@ def produce_cli(
 
 
 def start_worker(env: dict[str, str], log_path: Path, *extra: str) -> subprocess.Popen[bytes]:
-    """`headrace worker` in the background, its log going to ``log_path``."""
-    with log_path.open("wb") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "cli", "worker", *extra],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+    """`headrace worker` in the background, its log going to ``log_path`` and the counts it
+    prints at exit to :func:`report_path` of it (read them with :func:`worker_report`)."""
+    with log_path.open("wb") as log, report_path(log_path).open("wb") as report:
+        return subprocess.Popen(  # the child keeps its own descriptors
+            [sys.executable, "-m", "cli", "worker", *extra], env=env, stdout=report, stderr=log
         )
+
+
+def report_path(log_path: Path) -> Path:
+    return log_path.with_suffix(".report.json")
+
+
+def worker_report(log_path: Path) -> dict[str, int]:
+    """The counts a worker started with :func:`start_worker` printed when it exited."""
+    report: dict[str, int] = json.loads(report_path(log_path).read_text())
+    return report
 
 
 def drain_queue(env: dict[str, str], log_path: Path, *, timeout_s: float = 180) -> None:

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.ecs_agent import AgentCall, FakeEcsAgent, unreachable_uri
-from support.pipeline import assert_invariant, count, produce_cli, start_worker
+from support.pipeline import assert_invariant, count, produce_cli, start_worker, worker_report
 
 from cli.datagen import generate_csv
 from headrace.envelope import Envelope
@@ -267,9 +267,9 @@ async def test_scenario_26_scale_in_protection_toggled_around_batches(
     # Off after the last batch and before the worker stopped (shutdown had nothing to undo).
     last_batch = len(names) - 1 - names[::-1].index("batch_flushed")
     assert last_batch < names.index("task_protection_off") < names.index("worker_idle_exit")
-    stopped = events[names.index("worker_stopped")]
-    assert (stopped["protection_enabled"], stopped["protection_disabled"]) == (1, 1)
-    assert stopped["messages_applied"] == total
+    counts = worker_report(log)
+    assert (counts["protection_enabled"], counts["protection_disabled"]) == (1, 1)
+    assert counts["messages_applied"] == total
     await assert_invariant(settings, engine, data.path)
 
 

@@ -198,7 +198,10 @@ async def test_object_replaced_mid_read_never_mixes_versions(
                     assert err.value.source == f"s3://{bucket}/r.csv"
         finally:
             reader.close()
-    assert [e["event"] for e in logs if e["event"] == "s3_resume"] == ["s3_resume"]
+    # At least one resume: the cut also drops the pool's idle connections, and whether the
+    # resumed GET happens to pick one of those (and resumes once more) is up to the pool.
+    # What must hold is that no byte of the new version was used.
+    assert [e["event"] for e in logs if e["event"] == "s3_resume"][:1] == ["s3_resume"]
     if versioned:
         assert rows == [["1", "x" * 98]] * 200_000
 
