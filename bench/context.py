@@ -124,6 +124,7 @@ def child_env(base: dict[str, str], settings: Settings) -> dict[str, str]:
         HEADRACE_SQS_ENDPOINT_URL=settings.sqs_endpoint_url or "",
         HEADRACE_LOG_FORMAT="json",
         HEADRACE_LOG_LEVEL="INFO",
+        HEADRACE_WORKER__TABLES=TABLE,
         PYTHONUNBUFFERED="1",
     )
     env.pop("HEADRACE_QUEUE_URL", None)

@@ -157,10 +157,10 @@ async def run_demo(
         with console.status(f"generating {rows:,} rows into {csv_path} ..."):
             generate_csv(csv_path, rows)
     settings = await _prepare_database(settings, data_dir, reset)
+    worker: dict[str, object] = {"tables": ["observations"]}  # the demo writes only this
     if settings.database_url.startswith("sqlite"):  # SQLite serialises writes anyway
-        settings = settings.model_copy(
-            update={"worker": settings.worker.model_copy(update={"sinks": 1})}
-        )
+        worker["sinks"] = 1
+    settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=worker)})
     async with _embedded_sqs(settings) as settings:
         started = time.perf_counter()
         report, stats = await _run_pipeline(settings, csv_path, rows, console)

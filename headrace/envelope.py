@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
+import hashlib
+import hmac
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -48,12 +51,21 @@ __all__ = [
     "encode",
     "header",
     "seal",
+    "sign",
+    "verify_signature",
 ]
 
 VERSION = 1
 ATTRIBUTE_RESERVE_BYTES = 128
-MAX_DECODED_BYTES = 64 * 1024 * 1024
-"""Largest decompressed body a worker accepts (a compressed message is ≤ 1 MiB)."""
+MAX_DECODED_BYTES = 24 * 1024 * 1024
+"""Largest decompressed body a worker accepts. A message is ≤ 1 MiB and the packer never
+lets a compressed one inflate past 16 times its room, so a genuine body stays well below."""
+MAX_SEQ = 2**31 - 1  # ingest_ledger.seq is an INT
+MAX_LINE = 2**63 - 1  # rejected_rows.line is a BIGINT
+MAX_NAME_CHARS = 64  # MySQL identifiers
+MAX_REJECT_RAW_CHARS = 8192  # the producer cuts a rejected row's text to 4 KiB (row_text)
+MAX_REJECT_REASON_CHARS = 65_536  # the sink keeps 1,024; a long ENUM list may be longer
+MAX_SOURCE_CHARS = 4096
 
 _VALUE_TYPES = {str, type(None)}
 # Characters SQS refuses in a body (XML 1.0's excluded code points).
@@ -110,11 +122,33 @@ class EncodedMessage:
     reject_count: int
     raw_bytes: int
 
-    def attributes(self) -> dict[str, Any]:
-        return {
+    def attributes(self, signing_key: bytes | None = None) -> dict[str, Any]:
+        attrs = {
             "headrace-v": {"DataType": "Number", "StringValue": str(VERSION)},
             "headrace-enc": {"DataType": "String", "StringValue": self.encoding},
         }
+        if signing_key is not None:
+            signature = sign(signing_key, self.body, self.encoding)
+            attrs["headrace-sig"] = {"DataType": "String", "StringValue": signature}
+        return attrs
+
+
+def sign(key: bytes, body: str, encoding: str) -> str:
+    """HMAC-SHA256 of the version, the encoding and the body (43 characters, base64url)."""
+    mac = hmac.new(key, f"{VERSION}\x1f{encoding}\x1f".encode(), hashlib.sha256)
+    mac.update(body.encode("utf-8", "surrogatepass"))
+    return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+
+def verify_signature(key: bytes, body: str, attributes: dict[str, Any] | None) -> None:
+    """Refuse (as poison) a message without a valid signature under ``key``."""
+    attrs = attributes or {}
+    given = str((attrs.get("headrace-sig") or {}).get("StringValue", ""))
+    encoding = str((attrs.get("headrace-enc") or {}).get("StringValue", "json"))
+    if not given:
+        raise EnvelopeError("unsigned message (the worker requires a signature)")
+    if not hmac.compare_digest(given, sign(key, body, encoding)):
+        raise EnvelopeError("bad signature")
 
 
 def _runs(lines: Sequence[int]) -> list[list[int]]:
@@ -142,11 +176,18 @@ def _runs(lines: Sequence[int]) -> list[list[int]]:
 
 
 def _expand(runs: Iterable[Sequence[int]], limit: int) -> list[int]:
+    """The line of every row from ``[first, count]`` runs: ascending, each line in range."""
     out: list[int] = []
+    after = 0  # lines must rise: no row twice
     for start, count in runs:
+        if type(start) is not int or type(count) is not int:
+            raise EnvelopeError("a line run is not two integers")
         if count < 0 or len(out) + count > limit:  # bound memory before expanding
             raise EnvelopeError("row and line counts differ")
+        if start <= after or start + count - 1 > MAX_LINE:
+            raise EnvelopeError("line numbers out of order or out of range")
         out.extend(range(start, start + count))
+        after = start + count - 1
     return out
 
 
@@ -263,13 +304,10 @@ def _fields(doc: dict[str, Any]) -> tuple[Envelope, int]:
             seq=doc["seq"],
             table=doc["table"],
             columns=doc["cols"],
-            source=str(doc.get("src", "")),
+            source=doc.get("src", ""),
             data=doc["data"],
             lines=_expand(doc["lines"], n),
-            rejects=[
-                Reject(int(line), str(raw_row), str(reason))
-                for line, raw_row, reason in doc.get("rej", [])
-            ],
+            rejects=[Reject(*_reject(entry)) for entry in doc.get("rej", [])],
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, EnvelopeError):
@@ -278,19 +316,55 @@ def _fields(doc: dict[str, Any]) -> tuple[Envelope, int]:
     return env, n
 
 
+def _reject(entry: Any) -> tuple[int, str, str]:
+    """One ``[line, raw, reason]`` entry of ``rej``, of the right types and sizes."""
+    line, raw, reason = entry
+    if type(line) is not int or not 1 <= line <= MAX_LINE:
+        raise EnvelopeError("a rejected row's line is not a line number")
+    if type(raw) is not str or len(raw) > MAX_REJECT_RAW_CHARS:
+        raise EnvelopeError("a rejected row's text is not text of a bounded size")
+    if type(reason) is not str or len(reason) > MAX_REJECT_REASON_CHARS:
+        raise EnvelopeError("a rejected row's reason is not text of a bounded size")
+    return line, raw, reason
+
+
+def _in_runs(line: int, lines: list[int]) -> bool:
+    """Whether ``line`` is one of the (ascending) row lines."""
+    i = bisect.bisect_left(lines, line)
+    return i < len(lines) and lines[i] == line
+
+
+def _is_name(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_NAME_CHARS
+        and value.isprintable()
+        and value == value.strip()
+    )
+
+
 def _check(env: Envelope, n: int) -> None:
     """Every field of the right type and every count agreeing; columns become a tuple."""
     run_id, seq, table, cols, data = env.run_id, env.seq, env.table, env.columns, env.data
     if not (isinstance(run_id, str) and re.fullmatch(r"[0-9a-f]{32}", run_id)):
         raise EnvelopeError("malformed run id")
-    if not (isinstance(seq, int) and seq >= 0 and isinstance(table, str) and table):
-        raise EnvelopeError("malformed seq or table")
-    if not (isinstance(cols, list) and cols and all(isinstance(c, str) and c for c in cols)):
+    if not (type(seq) is int and 0 <= seq <= MAX_SEQ):
+        raise EnvelopeError("malformed seq")
+    if not _is_name(table):
+        raise EnvelopeError("malformed table name")
+    if not (isinstance(cols, list) and cols and all(_is_name(c) for c in cols)):
         raise EnvelopeError("malformed column list")
     if len(set(cols)) != len(cols):
         raise EnvelopeError("a column is named twice")
+    if not (isinstance(env.source, str) and len(env.source) <= MAX_SOURCE_CHARS):
+        raise EnvelopeError("malformed source")
     if len(env.lines) != n:
         raise EnvelopeError("row and line counts differ")
+    reject_lines = {r.line for r in env.rejects}
+    if len(reject_lines) != len(env.rejects) or any(
+        _in_runs(line, env.lines) for line in reject_lines
+    ):
+        raise EnvelopeError("a line is both a row and a reject, or rejected twice")
     if not (isinstance(data, list) and len(data) == len(cols)):
         raise EnvelopeError(f"data does not have {len(cols)} columns")
     if not all(type(c) is list and len(c) == n for c in data):

@@ -11,6 +11,7 @@ __all__ = [
     "QueueError",
     "QueueUnavailable",
     "SchemaError",
+    "TableNotFound",
 ]
 
 
@@ -31,6 +32,10 @@ class ConfigError(HeadraceError):
 
 class SchemaError(HeadraceError):
     """The CSV header or a message does not fit the target table."""
+
+
+class TableNotFound(SchemaError):
+    """The target table does not exist (yet: a migration may be under way)."""
 
 
 class InputError(HeadraceError):

@@ -25,7 +25,7 @@ from sqlalchemy import types as satypes
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from headrace.errors import SchemaError
+from headrace.errors import SchemaError, TableNotFound
 from headrace.rules import (
     BOOL_RULE,
     FLOAT_RULE,
@@ -338,10 +338,11 @@ def _max_chars(kind: str, ctype: satypes.TypeEngine[Any]) -> int | None:
 async def reflect_table(
     conn: AsyncConnection, name: str, *, allowed: Sequence[str] = ()
 ) -> TableSchema:
-    """Reflect ``name`` from the database; refuse internal tables and names outside ``allowed``."""
+    """Reflect ``name`` from the database; refuse internal tables and names outside ``allowed``
+    (``*`` in it allows any other table)."""
     if name in INTERNAL_TABLES or name.lower() in INTERNAL_TABLES:
         raise SchemaError(f"table {name!r} is internal to headrace and cannot be a target")
-    if allowed and name not in allowed:
+    if allowed and "*" not in allowed and name not in allowed:
         raise SchemaError(f"table {name!r} is not in the allowed tables ({', '.join(allowed)})")
 
     def _reflect(sync_conn: sa.Connection) -> TableSchema | None:
@@ -361,5 +362,5 @@ async def reflect_table(
 
     schema = await conn.run_sync(_reflect)
     if schema is None:
-        raise SchemaError(f"table {name!r} does not exist in the target database")
+        raise TableNotFound(f"table {name!r} does not exist in the target database")
     return schema

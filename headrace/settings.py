@@ -8,10 +8,18 @@ deployment sets (``HEADRACE_DATABASE_URL``, ``HEADRACE_QUEUE_URL``,
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from headrace.errors import ConfigError
 
@@ -22,6 +30,7 @@ __all__ = [
     "Settings",
     "WorkerSettings",
     "load_settings",
+    "signing_key",
 ]
 
 
@@ -92,14 +101,26 @@ class WorkerSettings(BaseModel):
     flush_age_s: float = Field(1.0, gt=0, description="Flush a batch this old.")
     max_inflight_messages: int = Field(200, ge=10, description="Backpressure bound.")
     max_inflight_rows: int = Field(100_000, ge=1, description="Backpressure bound.")
+    max_inflight_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024 * 1024, description="Backpressure bound on decoded bytes held."
+    )
     max_statement_bytes: int = Field(
         4 * 1024 * 1024, ge=4096, description="Split bulk inserts above this many payload bytes."
     )
     shutdown_deadline_s: float = Field(
         25.0, gt=0, le=115, description="SIGTERM to exit; below ECS stopTimeout (30 s default)."
     )
-    tables: list[str] = Field(
-        default_factory=list, description="Allowed target tables (empty: any non-internal table)."
+    tables: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Tables this worker may write, comma-separated; * for any non-internal "
+        "table. Required: a message for another table is poison.",
+    )
+    max_park_s: float = Field(
+        900.0,
+        gt=0,
+        le=36_000,
+        description="Longest a message waits for its table (listed but missing) or a column "
+        "it names; then it is poison.",
     )
     idle_exit_s: float | None = Field(
         None, gt=0, description="Exit after this long idle with the queue empty (demo, batch jobs)."
@@ -115,6 +136,22 @@ class WorkerSettings(BaseModel):
     protection_idle_s: float = Field(
         5.0, ge=0, description="Turn scale-in protection off after this long with nothing held."
     )
+
+    @field_validator("tables", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """``a,b`` or a JSON list ``["a", "b"]``."""
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @property
+    def any_table(self) -> bool:
+        """``*``: any table that is not headrace's own (missing ones are poison, not waited
+        for, since a typo and a migration look the same)."""
+        return "*" in self.tables
 
     @model_validator(mode="after")
     def _heartbeat_before_expiry(self) -> WorkerSettings:
@@ -141,6 +178,11 @@ class Settings(BaseSettings):
     queue_url: str | None = Field(None, description="SQS queue URL (or set queue_name).")
     queue_name: str | None = Field(None, description="Queue name, resolved with GetQueueUrl.")
     sqs_endpoint_url: str | None = Field(None, description="Non-AWS SQS endpoint (moto, proxy).")
+    signing_key: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key: the producer signs every message and the worker refuses "
+        "unsigned or badly signed ones (poison). Unset: the queue policy must be the gate.",
+    )
     s3_endpoint_url: str | None = Field(
         None, description="Non-AWS S3 endpoint for s3:// sources (moto, MinIO); path-style."
     )
@@ -162,6 +204,12 @@ class Settings(BaseSettings):
         if scheme not in {"mysql+asyncmy", "sqlite+aiosqlite"}:
             raise ValueError(f"must use mysql+asyncmy:// or sqlite+aiosqlite://, not {scheme}://")
         return url
+
+
+def signing_key(settings: Settings) -> bytes | None:
+    """The HMAC key messages are signed and checked with, if one is set."""
+    key = settings.signing_key
+    return key.get_secret_value().encode() if key is not None else None
 
 
 def load_settings(**overrides: object) -> Settings:

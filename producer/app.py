@@ -16,7 +16,7 @@ from headrace.envelope import EncodedMessage
 from headrace.errors import InputError
 from headrace.metrics import ProducerMetrics, ProducerStats
 from headrace.schema import ColumnSpec, TableSchema, reflect_table
-from headrace.settings import Settings
+from headrace.settings import Settings, signing_key
 from headrace.sqs import Queue, open_queue
 from producer.checkpoint import Checkpoint
 from producer.packer import Packer
@@ -246,8 +246,8 @@ class _Run:
             concurrency=p.concurrency,
             max_batch_bytes=budget,
             on_sent=on_sent,
-            metrics=m,
-            table=table,
+            on_retry=m.send_retries.labels(table).inc,
+            signing_key=signing_key(settings),
         )
 
         async def dispatch(message: EncodedMessage) -> None:

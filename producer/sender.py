@@ -18,7 +18,6 @@ import structlog
 from headrace import failpoints
 from headrace.envelope import EncodedMessage
 from headrace.errors import QueueError
-from headrace.metrics import ProducerMetrics
 from headrace.retry import Backoff
 from headrace.sqs import MAX_BATCH_ENTRIES, OutgoingMessage, Queue
 
@@ -35,15 +34,16 @@ class Sender:
         concurrency: int,
         max_batch_bytes: int,
         on_sent: Callable[[EncodedMessage], None],
-        metrics: ProducerMetrics,
-        table: str,
+        on_retry: Callable[[], None],
+        signing_key: bytes | None = None,
         backoff: Backoff | None = None,
         call_backoff: Backoff | None = None,
     ) -> None:
         self._queue = queue
         self._max_batch_bytes = max_batch_bytes
         self._on_sent = on_sent
-        self._retries = metrics.send_retries.labels(table)
+        self._key = signing_key
+        self._on_retry = on_retry
         self._backoff = backoff or Backoff(base_s=0.2, cap_s=20.0, attempts=10)
         self._call_backoff = call_backoff or Backoff(base_s=1.0, cap_s=20.0, attempts=10)
         self._pending: asyncio.Queue[EncodedMessage | None] = asyncio.Queue(maxsize=concurrency)
@@ -105,7 +105,7 @@ class Sender:
         while pending:
             try:
                 outcome = await self._queue.send(
-                    [OutgoingMessage(str(m.seq), m.body, m.attributes()) for m in pending]
+                    [OutgoingMessage(str(m.seq), m.body, m.attributes(self._key)) for m in pending]
                 )
             except QueueError as exc:
                 calls_failed += 1
@@ -115,7 +115,7 @@ class Sender:
                     raise QueueError(
                         f"SendMessageBatch still failing after {calls_failed} calls: {exc}"
                     ) from exc
-                self._retries.inc()
+                self._on_retry()
                 await self._call_backoff.pause(
                     calls_failed, "send_call_failed", logger=log, error=str(exc)[:300]
                 )
@@ -136,7 +136,7 @@ class Sender:
                     f"{outcome.failed[0][1]}"
                 )
             pending = [pending[index] for index, *_ in outcome.failed]
-            self._retries.inc()
+            self._on_retry()
             await self._backoff.pause(
                 attempt,
                 "send_entries_failed",

@@ -203,13 +203,14 @@ async def queue(moto_endpoint: str) -> QueuePair:
 
 @pytest.fixture
 def settings(db_url: str, queue: QueuePair, moto_endpoint: str) -> Settings:
-    """Settings for a test: short polls and flush ages so tests finish quickly."""
+    """Settings for a test: short polls and flush ages so tests finish quickly; the worker
+    may write any table (tests of the allow-list narrow it)."""
     return Settings(
         database_url=db_url,
         queue_url=queue.queue_url,
         sqs_endpoint_url=moto_endpoint,
         s3_endpoint_url=moto_endpoint,
-        worker={"wait_time_s": 1, "flush_age_s": 0.2, "visibility_timeout_s": 30},  # type: ignore[arg-type]
+        worker={"wait_time_s": 1, "flush_age_s": 0.2, "visibility_timeout_s": 30, "tables": ["*"]},  # type: ignore[arg-type]
     )
 
 

@@ -1,6 +1,7 @@
 """Every fault scenario of the reliability guide has a test named after it.
 
-The guide lists 34 scenarios; each has at least one ``test_scenario_NN_…`` function under
+The guide lists 34 fault scenarios and 10 hostile-message ones (35-44); each has at least
+one ``test_scenario_NN_…`` function under
 ``tests/`` (the README's Guarantees table names them). Renaming or deleting one fails here.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-SCENARIOS = range(1, 35)
+SCENARIOS = range(1, 45)
 _NAME = re.compile(r"^(?:async )?def (test_scenario_(\d{2})_\w+)\(", re.MULTILINE)
 
 

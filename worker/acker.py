@@ -39,11 +39,14 @@ class Acker:
                 log.warning("delete_entry_failed", code=code, message_id=messages[index].message_id)
         await self._inflight.remove(messages)
 
-    async def release(self, messages: Sequence[Message], delay_s: int = 0) -> None:
-        """Hand messages back unapplied (visible again after ``delay_s``)."""
+    async def release(
+        self, messages: Sequence[Message], delay_s: int = 0, *, outcome: str = "released"
+    ) -> None:
+        """Hand messages back unapplied (visible again after ``delay_s``), counted under
+        ``outcome`` (``poison``: never deleted, so SQS moves them to the DLQ in the end)."""
         if messages:
             await self.set_visibility([m.receipt for m in messages], delay_s, messages)
-            self._metrics.messages.labels("released").inc(len(messages))
+            self._metrics.messages.labels(outcome).inc(len(messages))
         await self._inflight.remove(list(messages))
 
     async def set_visibility(

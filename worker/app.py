@@ -21,15 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headrace import failpoints
 from headrace.db import create_engine, error_reason
-from headrace.errors import DatabaseUnavailable, QueueError, SchemaError
+from headrace.errors import ConfigError, DatabaseUnavailable, QueueError, SchemaError
 from headrace.metrics import WorkerMetrics, WorkerStats
-from headrace.settings import Settings
+from headrace.settings import Settings, signing_key
 from headrace.sqs import Queue, open_queue
 from worker.acker import Acker
 from worker.buffer import Batch, Buffer
 from worker.circuit import Circuit
 from worker.heartbeat import Heartbeat
-from worker.inflight import InFlight
+from worker.inflight import InFlight, Message
 from worker.parts import Parts
 from worker.poller import Poller
 from worker.protection import TaskProtection
@@ -59,7 +59,10 @@ class Worker:
         self._stopping = asyncio.Event()
         w = settings.worker
         self._inflight = InFlight(
-            max_messages=w.max_inflight_messages, max_rows=w.max_inflight_rows, metrics=self.metrics
+            max_messages=w.max_inflight_messages,
+            max_rows=w.max_inflight_rows,
+            max_bytes=w.max_inflight_bytes,
+            metrics=self.metrics,
         )
         self._buffer = Buffer(
             flush_rows=w.flush_rows, flush_bytes=w.flush_bytes, flush_age_s=w.flush_age_s
@@ -84,6 +87,11 @@ class Worker:
 
     async def run(self) -> WorkerStats:
         w = self.settings.worker
+        if not w.tables:
+            raise ConfigError(
+                "set HEADRACE_WORKER__TABLES to the tables this worker may write "
+                "(comma-separated), or * for any table: the queue is untrusted input"
+            )
         engine = self._engine or create_engine(
             self.settings, pool_size=max(self.settings.db.pool_size, w.sinks)
         )
@@ -114,7 +122,9 @@ class Worker:
             tables,
             self.metrics,
             resume=self._batches.put,
+            expire=lambda batch, exc: self._poison(acker, batch.messages, exc),
             probe_timeout_s=self.settings.db.connect_timeout_s + 5,
+            max_park_s=w.max_park_s,
         )
         sink = Sink(
             engine,
@@ -132,6 +142,7 @@ class Worker:
             circuit=circuit,
             acker=acker,
             stopping=self._stopping,
+            signing_key=signing_key(self.settings),
         )
         pollers = [Poller(queue, parts) for _ in range(w.pollers)]
         heartbeat = Heartbeat(
@@ -224,9 +235,13 @@ class Worker:
                 messages=len(batch.messages),
                 error=repr(exc)[:500],
             )
-            await acker.release(
-                batch.messages, delay_s=min(30, self.settings.worker.visibility_timeout_s)
-            )
+            if len(batch.messages) > 1:
+                # Not the database and not a row's value (those are retried or bisected):
+                # something about one message. Try each alone, so the innocent commit.
+                for message in batch.messages:
+                    await self._batches.put(Batch(batch.table, batch.columns, [message]))
+            else:
+                await self._poison(acker, batch.messages, exc)
             return
         await failpoints.hit("worker.after_commit")
         await acker.delete(batch.messages)
@@ -253,6 +268,22 @@ class Worker:
             statements=result.statements,
             seconds=round(time.perf_counter() - started, 4),
         )
+
+    async def _poison(self, acker: Acker, messages: list[Message], exc: BaseException) -> None:
+        """Messages that cannot be applied: back to the queue with a growing delay, never
+        deleted, so SQS moves them to the DLQ after ``maxReceiveCount`` receives."""
+        for message in messages:
+            delay = min(
+                self.settings.worker.visibility_timeout_s, 2 ** min(message.receive_count, 10)
+            )
+            log.error(
+                "poison_message",
+                message_id=message.message_id,
+                receive_count=message.receive_count,
+                error=str(exc)[:500],
+                retry_in_s=delay,
+            )
+            await acker.release([message], delay, outcome="poison")
 
     # --- stopping ----------------------------------------------------------------------------
 

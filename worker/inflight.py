@@ -28,23 +28,32 @@ class Message:
 
 
 class InFlight:
-    """The set of received, not yet deleted messages, bounded by count and rows."""
+    """The set of received, not yet deleted messages, bounded by count, rows and bytes."""
 
     def __init__(
-        self, *, max_messages: int, max_rows: int, metrics: WorkerMetrics | None = None
+        self,
+        *,
+        max_messages: int,
+        max_rows: int,
+        max_bytes: int = 2**62,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._metrics = metrics or WorkerMetrics()
         self._max_messages = max_messages
         self._max_rows = max_rows
+        self._max_bytes = max_bytes
         self._messages: dict[int, Message] = {}
         self._rows = 0
+        self._bytes = 0  # decoded bytes of the messages held
         self._avg_rows = max(1.0, max_rows / 4)  # until messages are seen: assume big ones
+        self._avg_bytes = max(1.0, min(max_bytes / 4, 16 * 1024 * 1024))
         self._changed = asyncio.Condition()
         self._held = asyncio.Event()  # set while anything is held
         self._empty_since: float | None = time.monotonic()
         self._peak_messages = 0
         self._peak_rows = 0
-        # Room promised to a receive under way, per polling task: [messages, estimated rows].
+        # Room promised to a receive under way, per polling task:
+        # [messages, estimated rows, estimated bytes].
         self._reserved: dict[asyncio.Task[object], list[float]] = {}
 
     def __len__(self) -> int:
@@ -57,20 +66,22 @@ class InFlight:
     def room(self) -> int:
         """How many more messages a receive may take (0 when full).
 
-        Messages carry from a few rows to tens of thousands, so the row bound is applied with
-        the average rows per message seen so far: a receive never takes far more than fits.
-        Room reserved for receives under way is taken already.
+        Messages carry from a few rows to tens of thousands, so the row and byte bounds are
+        applied with the average rows and bytes per message seen so far: a receive never takes
+        far more than fits. Room reserved for receives under way is taken already.
         """
         messages = len(self._messages)
-        rows = float(self._rows)
-        for task, (n, r) in self._reserved.items():
+        rows, size = float(self._rows), float(self._bytes)
+        for task, (n, r, b) in self._reserved.items():
             if not task.done():
                 messages += int(n)
                 rows += r
-        if rows >= self._max_rows:
+                size += b
+        if rows >= self._max_rows or size >= self._max_bytes:
             return 0
         by_rows = max(1, int((self._max_rows - rows) / self._avg_rows))
-        return max(0, min(self._max_messages - messages, by_rows))
+        by_bytes = max(1, int((self._max_bytes - size) / self._avg_bytes))
+        return max(0, min(self._max_messages - messages, by_rows, by_bytes))
 
     async def wait_for_room(self) -> int:
         """Wait for room, then reserve it (≤ one receive's worth) for the caller's receive.
@@ -86,7 +97,7 @@ class InFlight:
                 self._changed.notify_all()
             await self._changed.wait_for(lambda: self.room() > 0)
             room = min(MAX_BATCH_ENTRIES, self.room())
-            self._reserved[me] = [room, room * self._avg_rows]
+            self._reserved[me] = [room, room * self._avg_rows, room * self._avg_bytes]
             return room
 
     async def wait_empty(self) -> None:
@@ -111,9 +122,12 @@ class InFlight:
         if reserved is not None:
             reserved[0] = max(0, reserved[0] - 1)
             reserved[1] = max(0.0, reserved[1] - message.rows)
+            reserved[2] = max(0.0, reserved[2] - message.envelope.raw_bytes)
         self._messages[id(message)] = message
         self._rows += message.rows
+        self._bytes += message.envelope.raw_bytes
         self._avg_rows = 0.8 * self._avg_rows + 0.2 * max(1, message.rows)
+        self._avg_bytes = 0.8 * self._avg_bytes + 0.2 * max(1, message.envelope.raw_bytes)
         self._empty_since = None
         self._held.set()
         if len(self._messages) > self._peak_messages:
@@ -128,6 +142,7 @@ class InFlight:
         for m in messages:
             if self._messages.pop(id(m), None) is not None:
                 self._rows -= m.rows
+                self._bytes -= m.envelope.raw_bytes
         self._gauge()
         if not self._messages and self._empty_since is None:
             self._empty_since = time.monotonic()

@@ -27,3 +27,4 @@ class Parts:
     circuit: Circuit  # whether the database takes work
     acker: Acker  # delete after commit, release otherwise
     stopping: asyncio.Event  # set once shutdown begins
+    signing_key: bytes | None  # messages must carry a valid signature under it

@@ -8,13 +8,14 @@ cannot die of one bad message, and a failed receive backs off and tries again.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import structlog
 from sqlalchemy.exc import DBAPIError
 
-from headrace.envelope import decode
-from headrace.errors import EnvelopeError, QueueError, SchemaError
+from headrace.envelope import Envelope, decode, verify_signature
+from headrace.errors import EnvelopeError, QueueError, SchemaError, TableNotFound
 from headrace.retry import Backoff
 from headrace.sqs import Queue, Received
 from worker.buffer import Batch
@@ -29,6 +30,8 @@ log = structlog.get_logger("worker.poller")
 RECEIVE_BACKOFF = Backoff(base_s=1.0, cap_s=20.0, attempts=1_000_000)
 # A message whose table the database cannot be asked about now: back in 5 s.
 RETRY_LATER_S = 5
+# Bodies this large (decompression and parsing take milliseconds) are decoded in a thread.
+OFF_LOOP_BYTES = 64 * 1024
 
 
 class Poller:
@@ -43,6 +46,7 @@ class Poller:
         self._acker = parts.acker
         self._metrics = parts.metrics
         self._stopping = parts.stopping
+        self._signing_key = parts.signing_key
         self.receiving = False  # inside a receive call (shutdown gives those a grace)
         self.last_receive_at = 0.0  # monotonic time of the last receive that got messages
 
@@ -91,9 +95,18 @@ class Poller:
     async def _accept(self, raw: Received, received_at: float) -> None:
         self._metrics.messages_received.inc()
         try:
-            env = decode(raw.body, raw.attributes)
-            schema, drift = await self._tables.matching(env.table, env.columns)
-        except (EnvelopeError, SchemaError) as exc:
+            env = await self._decode(raw)
+        except EnvelopeError as exc:
+            await self._poison(raw, exc)
+            return
+        try:
+            drift = await self._tables.mismatch(env.table, env.columns)
+        except TableNotFound as exc:
+            if not self._tables.waits_for(env.table):
+                await self._poison(raw, exc)
+                return
+            drift = exc  # listed but not there (yet): wait for it as for a missing column
+        except SchemaError as exc:
             await self._poison(raw, exc)
             return
         except (DBAPIError, OSError, TimeoutError) as exc:  # reflection needs the database
@@ -106,14 +119,23 @@ class Poller:
             envelope=env,
             receive_count=raw.receive_count,
             deadline=received_at + self._settings.visibility_timeout_s,
+            received_at=received_at,
         )
         self._inflight.add(message)
         if drift is not None:
-            self._circuit.park(Batch(schema.name, env.columns, [message]), drift)
+            self._circuit.park(Batch(env.table, env.columns, [message]), drift)
             return
         batch = self._buffer.add(message)
         if batch is not None:
             await self._batches.put(batch)
+
+    async def _decode(self, raw: Received) -> Envelope:
+        """The envelope, signature checked first when a key is set; big bodies off the loop."""
+        if self._signing_key is not None:
+            verify_signature(self._signing_key, raw.body, raw.attributes)
+        if len(raw.body) < OFF_LOOP_BYTES:
+            return decode(raw.body, raw.attributes)
+        return await asyncio.to_thread(decode, raw.body, raw.attributes)
 
     async def _poison(self, raw: Received, exc: Exception) -> None:
         """Leave a bad message to SQS's redrive: never delete it, back off its visibility."""

@@ -48,6 +48,7 @@ FAST_WORKER = {
     "idle_exit_s": 3,
     "flush_rows": 1000,
     "sinks": 1,
+    "tables": ["observations"],
 }
 
 

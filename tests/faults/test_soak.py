@@ -80,7 +80,12 @@ async def test_soak_worker_killed_every_30_s_and_database_restarted_twice(  # no
     queue: QueuePair = await create_queue_pair(
         moto_endpoint, "soak", visibility_timeout_s=20, max_receive_count=50
     )
-    settings = Settings(database_url=url, queue_url=queue.queue_url, sqs_endpoint_url=moto_endpoint)
+    settings = Settings(
+        database_url=url,
+        queue_url=queue.queue_url,
+        sqs_endpoint_url=moto_endpoint,
+        worker={"tables": ["observations"]},  # type: ignore[arg-type]
+    )
     await prepare_database(url)
 
     began = time.monotonic()

@@ -58,6 +58,7 @@ def cli_env_for(settings: Settings, **extra: str) -> dict[str, str]:
         HEADRACE_S3_ENDPOINT_URL=settings.s3_endpoint_url or "",
         HEADRACE_WORKER__WAIT_TIME_S="1",
         HEADRACE_WORKER__FLUSH_AGE_S="0.2",
+        HEADRACE_WORKER__TABLES=",".join(settings.worker.tables) or "*",
         HEADRACE_LOG_LEVEL="INFO",
     )
     env.update(extra)
