@@ -89,7 +89,7 @@ class Poller:
                 await self._hand_back(raw, RETRY_LATER_S)
 
     async def _accept(self, raw: Received, received_at: float) -> None:
-        self._metrics.messages_received.inc()
+        self._metrics.received(raw.sent_at)
         try:
             env = decode(raw.body, raw.attributes)
             schema, drift = await self._tables.matching(env.table, env.columns)
@@ -106,6 +106,7 @@ class Poller:
             envelope=env,
             receive_count=raw.receive_count,
             deadline=received_at + self._settings.visibility_timeout_s,
+            sent_at=raw.sent_at,
         )
         self._inflight.add(message)
         if drift is not None:
