@@ -4,7 +4,8 @@ One owner per process: the worker builds a :class:`WorkerMetrics`, the producer 
 :class:`ProducerMetrics`, and hands it to the parts that count (the SQS client's event hooks,
 the sink's retry hook, the heartbeat, the sender, …). Nothing else keeps a count. The demo,
 the benchmark and the tests read counts from the owner (:meth:`Metrics.value`,
-:meth:`Metrics.snapshot`, or the ``stats()`` views); ``/metrics`` will expose the same registry.
+:meth:`Metrics.snapshot`, or the ``stats()`` views); ``/metrics`` serves the same registry and
+the producer pushes it (:mod:`headrace.exposition`).
 
 Why metrics first and views second: a count kept once cannot disagree with what Prometheus
 sees, and the registry is per instance (not the global default), so two workers in one test
