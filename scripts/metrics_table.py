@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from headrace.metrics import Metrics, ProducerMetrics, WorkerMetrics
 
@@ -28,11 +27,9 @@ def table() -> str:
 
 
 def main() -> int:
-    readme = Path(__file__).resolve().parent.parent / "README.md"
-    text = readme.read_text()
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    readme.write_text(f"{head}{BEGIN}\n{table()}\n{END}{tail}")
+    from settings_table import rewrite_readme  # scripts/ is on the path when run as a script
+
+    rewrite_readme(BEGIN, END, table())
     return 0
 
 
