@@ -15,7 +15,11 @@ FROM python:3.11-slim-bookworm
 RUN groupadd --system --gid 10001 headrace \
     && useradd --system --uid 10001 --gid headrace --no-create-home --shell /usr/sbin/nologin headrace
 COPY --from=build /opt/headrace /opt/headrace
-ENV PATH=/opt/headrace/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+ENV PATH=/opt/headrace/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
+    HEADRACE_METRICS__PORT=9400
 USER headrace
+# /metrics, /healthz, /readyz (README "Operating"); the check needs no curl.
+EXPOSE 9400
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 CMD ["headrace", "health"]
 ENTRYPOINT ["headrace"]
 CMD ["worker"]

@@ -78,6 +78,7 @@ dashboard: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python scripts/settings_table.py
+	$(BIN)/python scripts/metrics_table.py
 
 # Resolves in a throwaway venv, so it needs no $(STAMP); commit $(LOCK) with pyproject.toml.
 lock:

@@ -1,4 +1,4 @@
-"""The `headrace` command: produce, worker, migrate, demo, generate, verify."""
+"""The `headrace` command: produce, worker, migrate, health, demo, generate, verify."""
 
 from __future__ import annotations
 
@@ -38,6 +38,17 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="create/upgrade headrace's tables (alembic upgrade head)")
 
+    h = sub.add_parser(
+        "health", help="ask this container's worker or producer whether it is healthy (exit 0/1)"
+    )
+    h.add_argument(
+        "--port",
+        type=int,
+        help="metrics port (default: HEADRACE_METRICS__PORT, else the deploy assets' 9400)",
+    )
+    h.add_argument("--ready", action="store_true", help="ask /readyz instead of /healthz")
+    h.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
+
     d = sub.add_parser("demo", help="generate data and run producer + worker on embedded defaults")
     d.add_argument("--rows", type=int, default=1_000_000)
     d.add_argument("--data-dir", type=Path, default=Path("demo-data"))
@@ -66,11 +77,41 @@ def _print_json(obj: object) -> None:
 
 
 def _produce(settings: Settings, args: argparse.Namespace) -> int:
-    from producer.app import produce
+    from headrace.exposition import pushing, serving
+    from headrace.metrics import ProducerMetrics
+    from producer.app import ProduceReport, produce
 
-    report = run(produce(settings, args.source, args.table, queue_url=args.queue_url))
+    metrics = ProducerMetrics()
+    m = settings.metrics
+
+    async def go() -> ProduceReport:
+        async with (
+            serving(m.port, metrics.registry),
+            pushing(
+                m.pushgateway_url,
+                metrics.registry,
+                job="headrace-producer",
+                grouping={"table": args.table},
+                interval_s=m.push_interval_s,
+            ),
+        ):
+            return await produce(
+                settings, args.source, args.table, queue_url=args.queue_url, metrics=metrics
+            )
+
+    report = run(go())
     _print_json(report.as_dict())
     return 0
+
+
+def _health(settings: Settings, args: argparse.Namespace) -> int:
+    from headrace.exposition import DEFAULT_PORT, probe
+
+    port = args.port or settings.metrics.port or DEFAULT_PORT
+    path = "/readyz" if args.ready else "/healthz"
+    ok = probe(port, path, timeout_s=args.timeout)
+    print(f"{path} on port {port}: {'ok' if ok else 'not ok'}", file=sys.stderr)
+    return 0 if ok else 1
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -174,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _worker(settings, args)
         if args.command == "migrate":
             return _migrate(settings)
+        if args.command == "health":
+            return _health(settings, args)
         if args.command == "demo":
             return _demo(settings, args)
         if args.command == "generate":

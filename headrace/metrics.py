@@ -4,7 +4,8 @@ One owner per process: the worker builds a :class:`WorkerMetrics`, the producer 
 :class:`ProducerMetrics`, and hands it to the parts that count (the SQS client's event hooks,
 the sink's retry hook, the heartbeat, the sender, …). Nothing else keeps a count. The demo,
 the benchmark and the tests read counts from the owner (:meth:`Metrics.value`,
-:meth:`Metrics.snapshot`, or the ``stats()`` views); ``/metrics`` will expose the same registry.
+:meth:`Metrics.snapshot`, or the ``stats()`` views); ``/metrics`` serves the same registry and
+the producer pushes it (:mod:`headrace.exposition`).
 
 Why metrics first and views second: a count kept once cannot disagree with what Prometheus
 sees, and the registry is per instance (not the global default), so two workers in one test
@@ -17,13 +18,62 @@ run id, message id or path).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from headrace import __version__
 
-__all__ = ["Metrics", "ProducerMetrics", "ProducerStats", "WorkerMetrics", "WorkerStats"]
+__all__ = [
+    "DB_RETRY_REASONS",
+    "MESSAGE_OUTCOMES",
+    "MetricInfo",
+    "Metrics",
+    "ProducerMetrics",
+    "ProducerStats",
+    "WorkerMetrics",
+    "WorkerStats",
+]
+
+#: ``headrace_db_retries_total{reason}``: every value :func:`headrace.db.error_reason` gives.
+DB_RETRY_REASONS = (
+    "deadlock",
+    "lock_wait",
+    "too_many_connections",
+    "read_only",
+    "timeout",
+    "disconnect",
+    "other",
+)
+MESSAGE_OUTCOMES = ("applied", "duplicate", "poison", "released")
+QUEUE_STATES = ("visible", "in_flight", "delayed")
+#: The GetQueueAttributes names behind :data:`QUEUE_STATES`, in the same order.
+QUEUE_ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+# Queue lag spans sub-second (keeping up) to days (retention is 4 days by default); 900 s is
+# the alert's threshold.
+AGE_BUCKETS_S = (
+    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600,
+    86400,
+)  # fmt: skip
+BATCH_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BATCH_ROWS_BUCKETS = (1, 10, 100, 500, 1000, 2500, 5000, 10_000, 20_000, 50_000, 100_000)
+
+
+class MetricInfo(NamedTuple):
+    """One metric as the README's table shows it."""
+
+    name: str
+    type: str
+    labels: tuple[str, ...]
+    help: str
 
 
 class Metrics:
@@ -53,6 +103,15 @@ class Metrics:
             registry=r,
         )
         self.build_info.labels(__version__, self.role).set(1)
+
+    def catalog(self) -> Iterator[MetricInfo]:
+        """Every metric this process defines (``scripts/metrics_table.py`` renders them)."""
+        for metric in vars(self).values():
+            if isinstance(metric, MetricWrapperBase):
+                name = metric._name + ("_total" if metric._type == "counter" else "")
+                yield MetricInfo(
+                    name, str(metric._type), tuple(metric._labelnames), metric._documentation
+                )
 
     def value(self, name: str, **labels: str) -> float:
         """The current value of one sample (0 when it has not been counted yet)."""
@@ -218,6 +277,80 @@ class WorkerMetrics(Metrics):
         self.inflight_peak_rows = Gauge(
             "headrace_inflight_peak_rows", "Most rows held at once.", registry=r
         )
+        self.inflight_oldest_age = Gauge(
+            "headrace_inflight_oldest_message_age_seconds",
+            "Now minus SentTimestamp of the oldest message this worker holds (0: none).",
+            registry=r,
+        )
+        self.queue_messages = Gauge(
+            "headrace_queue_messages",
+            "Messages in the main queue and its DLQ by state (GetQueueAttributes, polled every "
+            "metrics.queue_poll_s by every worker: combine workers with max, not sum).",
+            ["queue", "state"],
+            registry=r,
+        )
+        self.queue_reachable = Gauge(
+            "headrace_queue_reachable",
+            "1 when the last poll of the queue's attributes answered (readiness).",
+            registry=r,
+        )
+        self.message_age_at_receive = Histogram(
+            "headrace_message_age_at_receive_seconds",
+            "Now minus SentTimestamp when a message is received: the queue lag.",
+            buckets=AGE_BUCKETS_S,
+            registry=r,
+        )
+        self.message_latency = Histogram(
+            "headrace_message_latency_seconds",
+            "SentTimestamp to the commit of the message's rows (applied or duplicate).",
+            buckets=AGE_BUCKETS_S,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "headrace_batch_seconds",
+            "Time of one committed flush: transaction, commit and delete.",
+            buckets=BATCH_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "headrace_batch_rows",
+            "Rows in one committed flush (inserted, rejected and duplicate).",
+            buckets=BATCH_ROWS_BUCKETS,
+            registry=r,
+        )
+        self.db_pool_in_use = Gauge(
+            "headrace_db_pool_connections_in_use",
+            "Database connections checked out of the pool.",
+            registry=r,
+        )
+        # Bounded label values exist from the start, so rates are 0 rather than absent.
+        for outcome in MESSAGE_OUTCOMES:
+            self.messages.labels(outcome)
+        for reason in DB_RETRY_REASONS:
+            self.db_retries.labels(reason)
+        for outcome in ("committed", "failed"):
+            self.batches.labels(outcome)
+
+    def received(self, sent_at: float | None, now: float | None = None) -> None:
+        """A message was received; ``sent_at`` is its SentTimestamp (epoch seconds)."""
+        self.messages_received.inc()
+        if sent_at is not None:
+            now = time.time() if now is None else now
+            self.message_age_at_receive.observe(max(0.0, now - sent_at))
+
+    def flushed(self, *, seconds: float, rows: int, sent_at: list[float | None]) -> None:
+        """A batch committed (and its messages were deleted): its time, size and latencies."""
+        now = time.time()
+        self.batch_seconds.observe(seconds)
+        self.batch_rows.observe(rows)
+        for sent in sent_at:
+            if sent is not None:
+                self.message_latency.observe(max(0.0, now - sent))
+
+    def queue_depth(self, queue: str, attributes: dict[str, str]) -> None:
+        """Set ``headrace_queue_messages{queue}`` from GetQueueAttributes' answer."""
+        for state, name in zip(QUEUE_STATES, QUEUE_ATTRIBUTES, strict=True):
+            self.queue_messages.labels(queue, state).set(int(attributes.get(name, "0")))
 
     def stats(self) -> WorkerStats:
         v, t = self.value, self.total
@@ -293,7 +426,8 @@ class ProducerMetrics(Metrics):
         )
         self.bytes = Counter(
             "headrace_producer_bytes_total",
-            "Bytes, by stage: sent (message bodies and attributes as SQS counts them).",
+            "Bytes, by stage: read (source bytes consumed, compressed as stored), sent "
+            "(message bodies and attributes as SQS counts them).",
             ["table", "stage"],
             registry=r,
         )
@@ -306,6 +440,18 @@ class ProducerMetrics(Metrics):
         self.s3_resumes = Counter(
             "headrace_producer_s3_resumes_total",
             "Ranged GETs that resumed an S3 body after a cut.",
+            registry=r,
+        )
+        self.progress = Gauge(
+            "headrace_producer_progress_ratio",
+            "Source bytes read / source size of the current run (1 once it is sent).",
+            ["table"],
+            registry=r,
+        )
+        self.last_run = Gauge(
+            "headrace_producer_last_run_timestamp_seconds",
+            "When the last run for the table finished sending (or found it already sent).",
+            ["table"],
             registry=r,
         )
 

@@ -26,6 +26,7 @@ from headrace.errors import ConfigError
 __all__ = [
     "AwsSettings",
     "DatabaseSettings",
+    "MetricsSettings",
     "ProducerSettings",
     "Settings",
     "WorkerSettings",
@@ -163,6 +164,25 @@ class WorkerSettings(BaseModel):
         return self
 
 
+class MetricsSettings(BaseModel):
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics, /healthz and /readyz on this port (deploy assets: 9400; "
+        "unset: off).",
+    )
+    queue_poll_s: float = Field(
+        15.0, gt=0, description="How often each worker reads the main queue's and DLQ's depth."
+    )
+    pushgateway_url: str | None = Field(
+        None, description="Producer: push metrics to this Pushgateway (job and table grouping)."
+    )
+    push_interval_s: float = Field(
+        15.0, gt=0, description="Producer: push this often while running (and once at exit)."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HEADRACE_",
@@ -196,6 +216,7 @@ class Settings(BaseSettings):
     aws: AwsSettings = Field(default_factory=lambda: AwsSettings.model_validate({}))
     producer: ProducerSettings = Field(default_factory=lambda: ProducerSettings.model_validate({}))
     worker: WorkerSettings = Field(default_factory=lambda: WorkerSettings.model_validate({}))
+    metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings.model_validate({}))
 
     @field_validator("database_url")
     @classmethod

@@ -20,6 +20,7 @@ nothing until a call runs out of attempts).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -49,6 +50,7 @@ __all__ = [
     "Received",
     "SqsQueue",
     "billed_units",
+    "dead_letter_arn",
     "open_queue",
     "sqs_client",
 ]
@@ -122,6 +124,10 @@ class Queue(Protocol):
     async def send(self, messages: Sequence[OutgoingMessage]) -> BatchOutcome: ...
 
     async def attributes(self, names: Sequence[str]) -> dict[str, str]: ...
+
+    async def dead_letter(self) -> Queue | None:
+        """The queue's DLQ (from its RedrivePolicy), or ``None`` when it has none."""
+        ...
 
 
 # --- request accounting ------------------------------------------------------------------------
@@ -354,6 +360,30 @@ class SqsQueue:
     async def attributes(self, names: Sequence[str]) -> dict[str, str]:
         return await _attributes(self._client, self.url, names)
 
+    async def dead_letter(self) -> SqsQueue | None:
+        """The DLQ the RedrivePolicy names (same client, so its requests are counted too)."""
+        arn = dead_letter_arn(self.info.redrive_policy)
+        if arn is None:
+            return None
+        # arn:aws:sqs:<region>:<account>:<name>; a DLQ lives in the queue's own region.
+        *_, account, name = arn.split(":")
+        try:
+            resp = await self._client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
+        except (ClientError, BotoCoreError) as exc:
+            raise _queue_error(exc, f"dead-letter queue {arn} not found") from exc
+        return SqsQueue(self._client, await _describe(self._client, resp["QueueUrl"]))
+
+
+def dead_letter_arn(redrive_policy: str | None) -> str | None:
+    """``deadLetterTargetArn`` of a RedrivePolicy (JSON text), if it names one."""
+    if not redrive_policy:
+        return None
+    try:
+        arn = json.loads(redrive_policy).get("deadLetterTargetArn")
+    except (ValueError, AttributeError):
+        return None
+    return arn if isinstance(arn, str) and arn.count(":") >= 5 else None
+
 
 async def _attributes(client: SQSClient, url: str, names: Sequence[str]) -> dict[str, str]:
     try:
@@ -386,18 +416,21 @@ async def connect_queue(
     """Resolve the queue and read its limits, riding out a transient SQS outage at start-up."""
 
     async def once() -> QueueInfo:
-        url = await _resolve_url(client, settings, override)
-        attrs = await _attributes(
-            client, url, ["MaximumMessageSize", "VisibilityTimeout", "RedrivePolicy"]
-        )
-        return QueueInfo(
-            url=url,
-            max_message_bytes=int(attrs.get("MaximumMessageSize", 262_144)),
-            visibility_timeout_s=int(attrs.get("VisibilityTimeout", 30)),
-            redrive_policy=attrs.get("RedrivePolicy"),
-        )
+        return await _describe(client, await _resolve_url(client, settings, override))
 
     return await retry(once, backoff=STARTUP_BACKOFF, what="connect_queue")
+
+
+async def _describe(client: SQSClient, url: str) -> QueueInfo:
+    attrs = await _attributes(
+        client, url, ["MaximumMessageSize", "VisibilityTimeout", "RedrivePolicy"]
+    )
+    return QueueInfo(
+        url=url,
+        max_message_bytes=int(attrs.get("MaximumMessageSize", 262_144)),
+        visibility_timeout_s=int(attrs.get("VisibilityTimeout", 30)),
+        redrive_policy=attrs.get("RedrivePolicy"),
+    )
 
 
 @asynccontextmanager

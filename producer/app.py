@@ -123,11 +123,12 @@ async def produce(
     *,
     queue_url: str | None = None,
     report: ProduceReport | None = None,
+    metrics: ProducerMetrics | None = None,
 ) -> ProduceReport:
     """Send every row of ``location`` (a path or ``s3://bucket/key``) to the queue, or report
-    it; resumable."""
+    it; resumable. Counts go to ``report.metrics``, else ``metrics``, else a new owner."""
     started = time.perf_counter()
-    metrics = report.metrics if report is not None else ProducerMetrics()
+    metrics = report.metrics if report is not None else (metrics or ProducerMetrics())
     async with open_location(settings, location, metrics=metrics) as source:
         report = report or ProduceReport(source=source.uri, table=table, metrics=metrics)
         try:
@@ -152,6 +153,7 @@ async def _produce(
     settings: Settings, source: Source, table: str, queue_url: str | None, report: ProduceReport
 ) -> None:
     report.source_bytes = source.size
+    report.metrics.progress.labels(table).set(0)
     p = settings.producer
     engine = create_engine(settings, pool_size=1)
     try:
@@ -179,6 +181,7 @@ async def _produce(
                 if checkpoint.status == "sent":
                     report.already_complete = True
                     log.info("run_already_complete", source=source.uri, table=table)
+                    _finished(report.metrics, table)
                     return
                 log.info(
                     "produce_start",
@@ -190,10 +193,16 @@ async def _produce(
                 )
                 run = _Run(settings, queue, schema, specs, checkpoint, report)
                 await run.pump(reader, threaded=source.threaded, budget=budget)
+                _finished(report.metrics, table)
             finally:
                 reader.close()
     finally:
         await engine.dispose()
+
+
+def _finished(metrics: ProducerMetrics, table: str) -> None:
+    metrics.progress.labels(table).set(1)
+    metrics.last_run.labels(table).set(time.time())
 
 
 def _max_row_chars(specs: list[ColumnSpec]) -> int | None:
@@ -234,6 +243,8 @@ class _Run:
             m.rows.labels(table, outcome) for outcome in ("read", "sent", "rejected")
         )
         messages_sent, bytes_sent = m.messages.labels(table), m.bytes.labels(table, "sent")
+        bytes_read, progress = m.bytes.labels(table, "read"), m.progress.labels(table)
+        position = [0]  # source bytes counted so far
 
         def on_sent(message: EncodedMessage) -> None:
             checkpoint.mark_sent(message.seq)
@@ -259,6 +270,11 @@ class _Run:
 
         def count_read() -> None:
             rows_read.inc(reader.rows_read - report.rows_read)
+            now = reader.bytes_read
+            bytes_read.inc(max(0, now - position[0]))
+            position[0] = max(position[0], now)
+            if report.source_bytes:
+                progress.set(min(1.0, position[0] / report.source_bytes))
 
         async with sender, aclosing(read_chunks(reader, threaded=threaded)) as chunks:
             async for chunk in chunks:

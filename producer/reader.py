@@ -17,7 +17,7 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -52,9 +52,16 @@ class CsvReader:
     """Reads the header, then yields chunks of ``chunk_rows`` data rows."""
 
     def __init__(
-        self, stream: BinaryIO, *, source: str, chunk_rows: int, max_field_bytes: int
+        self,
+        stream: BinaryIO,
+        *,
+        source: str,
+        chunk_rows: int,
+        max_field_bytes: int,
+        position: Callable[[], int] | None = None,
     ) -> None:
         self.source = source
+        self._position = position
         self._chunk_rows = chunk_rows
         self._text = io.TextIOWrapper(stream, encoding="utf-8", errors="headrace-count", newline="")
         csv.field_size_limit(max_field_bytes)
@@ -84,6 +91,11 @@ class CsvReader:
                 f"cannot parse header: {exc}", source=self.source, line=self._reader.line_num + 1
             ) from None
         raise InputError("file is empty: no header line", source=self.source, line=1)
+
+    @property
+    def bytes_read(self) -> int:
+        """Source bytes consumed so far (as stored; 0 when the stream cannot tell)."""
+        return self._position() if self._position is not None else 0
 
     def chunks(self) -> Iterator[Chunk]:
         reader = self._reader
@@ -155,13 +167,16 @@ async def open_reader(source: Source, p: ProducerSettings) -> CsvReader:
     """Open ``source`` and read its header (in a worker thread if ``source.threaded``)."""
 
     def make() -> CsvReader:
-        stream = source.open(max_ratio=p.max_gzip_ratio, max_bytes=p.max_decompressed_bytes)
+        stream, position = source.open_tracked(
+            max_ratio=p.max_gzip_ratio, max_bytes=p.max_decompressed_bytes
+        )
         try:
             return CsvReader(
                 stream,
                 source=source.uri,
                 chunk_rows=p.chunk_rows,
                 max_field_bytes=p.max_field_bytes,
+                position=position,
             )
         except BaseException:
             stream.close()

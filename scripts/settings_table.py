@@ -34,12 +34,17 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def rewrite_readme(begin: str, end: str, text: str) -> None:
+    """Put ``text`` between the ``begin`` and ``end`` markers of the README (also for
+    scripts/metrics_table.py)."""
     readme = Path(__file__).resolve().parent.parent / "README.md"
-    text = readme.read_text()
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    readme.write_text(f"{head}{BEGIN}\n{table()}\n{END}{tail}")
+    head, _, rest = readme.read_text().partition(begin)
+    _, _, tail = rest.partition(end)
+    readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
+def main() -> int:
+    rewrite_readme(BEGIN, END, table())
     return 0
 
 

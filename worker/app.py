@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from headrace import failpoints
 from headrace.db import create_engine, error_reason
 from headrace.errors import ConfigError, DatabaseUnavailable, QueueError, SchemaError
+from headrace.exposition import serving
 from headrace.metrics import WorkerMetrics, WorkerStats
 from headrace.settings import Settings, signing_key
 from headrace.sqs import Queue, open_queue
@@ -33,6 +34,7 @@ from worker.inflight import InFlight, Message
 from worker.parts import Parts
 from worker.poller import Poller
 from worker.protection import TaskProtection
+from worker.queuewatch import QueueWatch
 from worker.sink import Sink
 from worker.tables import Tables
 
@@ -69,6 +71,8 @@ class Worker:
         )
         self._batches: asyncio.Queue[Batch] = asyncio.Queue()
         self._protection: TaskProtection | None = None  # ECS scale-in protection, when on ECS
+        self._watch: QueueWatch | None = None  # the queue's depth, and whether it answers
+        self._circuit: Circuit | None = None
 
     @property
     def stats(self) -> WorkerStats:
@@ -84,6 +88,17 @@ class Worker:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    def ready(self) -> bool:
+        """``/readyz``: running, the queue answered its last poll, the circuit is closed."""
+        watch, circuit = self._watch, self._circuit
+        return (
+            not self.stopping
+            and watch is not None
+            and watch.reachable
+            and circuit is not None
+            and circuit.closed
+        )
 
     async def run(self) -> WorkerStats:
         w = self.settings.worker
@@ -126,6 +141,12 @@ class Worker:
             probe_timeout_s=self.settings.db.connect_timeout_s + 5,
             max_park_s=w.max_park_s,
         )
+        self._circuit = circuit
+        self.metrics.db_pool_in_use.set_function(lambda: _checked_out(engine))
+        self._watch = watch = QueueWatch(
+            queue, self.metrics, interval_s=self.settings.metrics.queue_poll_s
+        )
+        await watch.poll()  # before receiving: a restarted worker reports the backlog it found
         sink = Sink(
             engine,
             max_statement_bytes=w.max_statement_bytes,
@@ -162,6 +183,7 @@ class Worker:
         aux = [
             asyncio.create_task(heartbeat.run(), name="heartbeat"),
             asyncio.create_task(self._age_flusher(), name="age-flusher"),
+            asyncio.create_task(watch.run(), name="queue-watch"),
         ]
         if w.idle_exit_s is not None:
             aux.append(
@@ -251,6 +273,11 @@ class Worker:
             if (e.run_id, e.seq) not in result.applied
         )
         m = self.metrics
+        m.flushed(
+            seconds=time.perf_counter() - started,
+            rows=sum(msg.rows for msg in batch.messages),
+            sent_at=[msg.sent_at for msg in batch.messages],
+        )
         m.batches.labels("committed").inc()
         m.messages.labels("applied").inc(len(result.applied))
         m.messages.labels("duplicate").inc(len(batch.messages) - len(result.applied))
@@ -351,6 +378,12 @@ class Worker:
             await self._protection.close()
 
 
+def _checked_out(engine: AsyncEngine) -> float:
+    """Connections checked out of the engine's pool (0 for a pool that does not count)."""
+    checkedout = getattr(engine.sync_engine.pool, "checkedout", None)
+    return float(checkedout()) if callable(checkedout) else 0.0
+
+
 async def _queue_has_messages(queue: Queue) -> bool:
     names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     try:
@@ -367,7 +400,8 @@ async def run_worker(settings: Settings, *, queue_url: str | None = None) -> Wor
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
     try:
-        return await worker.run()
+        async with serving(settings.metrics.port, worker.metrics.registry, ready=worker.ready):
+            return await worker.run()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -21,6 +21,7 @@ class Message:
     receive_count: int
     deadline: float  # monotonic time at which SQS makes the message visible again
     received_at: float = field(default_factory=time.monotonic)
+    sent_at: float | None = None  # SentTimestamp (epoch seconds), when SQS told us
 
     @property
     def rows(self) -> int:
@@ -55,6 +56,7 @@ class InFlight:
         # Room promised to a receive under way, per polling task:
         # [messages, estimated rows, estimated bytes].
         self._reserved: dict[asyncio.Task[object], list[float]] = {}
+        self._metrics.inflight_oldest_age.set_function(self.oldest_age)  # read at each scrape
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -153,6 +155,11 @@ class InFlight:
     def _gauge(self) -> None:
         self._metrics.inflight_messages.set(len(self._messages))
         self._metrics.inflight_rows.set(self._rows)
+
+    def oldest_age(self) -> float:
+        """Now minus the SentTimestamp of the oldest message held (0 when none is)."""
+        sent = [m.sent_at for m in list(self._messages.values()) if m.sent_at is not None]
+        return max(0.0, time.time() - min(sent)) if sent else 0.0
 
     def snapshot(self) -> list[Message]:
         return list(self._messages.values())

@@ -93,7 +93,7 @@ class Poller:
                 await self._hand_back(raw, RETRY_LATER_S)
 
     async def _accept(self, raw: Received, received_at: float) -> None:
-        self._metrics.messages_received.inc()
+        self._metrics.received(raw.sent_at)
         try:
             env = await self._decode(raw)
         except EnvelopeError as exc:
@@ -120,6 +120,7 @@ class Poller:
             receive_count=raw.receive_count,
             deadline=received_at + self._settings.visibility_timeout_s,
             received_at=received_at,
+            sent_at=raw.sent_at,
         )
         self._inflight.add(message)
         if drift is not None:

@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import gzip
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, ClassVar
+from typing import BinaryIO, ClassVar, NamedTuple
 
 from headrace.errors import InputError
 
-__all__ = ["GZIP_MAGIC", "S3_SCHEME", "BoundedReader", "Source"]
+__all__ = ["GZIP_MAGIC", "S3_SCHEME", "BoundedReader", "Opened", "Source"]
 
 GZIP_MAGIC = b"\x1f\x8b"
 S3_SCHEME = "s3://"
+
+
+class Opened(NamedTuple):
+    """An open source: the (decompressed) stream, and how far into the source it has read."""
+
+    stream: BinaryIO
+    position: Callable[[], int]
+    """Source bytes fetched so far, as stored (compressed for gzip): progress against
+    ``Source.size``. Lock-free, so the event loop may ask while a thread reads."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,14 @@ class Source:
     in a worker thread (see :func:`producer.reader.open_reader`)."""
 
     def open(self, *, max_ratio: float, max_bytes: int) -> BinaryIO:
+        return self.open_tracked(max_ratio=max_ratio, max_bytes=max_bytes).stream
+
+    def open_tracked(self, *, max_ratio: float, max_bytes: int) -> Opened:
+        """:meth:`open`, with the position in the source for progress."""
         raw = self._open_raw()
+        # The unbuffered stream under the buffer: its tell() takes no lock (the buffer's does,
+        # and a threaded S3 read holds it while it waits on the loop).
+        position = raw.raw.tell
         try:
             gzipped = raw.peek(2)[:2] == GZIP_MAGIC
         except BaseException:
@@ -44,8 +61,8 @@ class Source:
             bounded = BoundedReader(
                 stream, raw, source=self.uri, max_ratio=max_ratio, max_bytes=max_bytes
             )
-            return io.BufferedReader(bounded, buffer_size=1024 * 1024)
-        return raw
+            return Opened(io.BufferedReader(bounded, buffer_size=1024 * 1024), position)
+        return Opened(raw, position)
 
     def _open_raw(self) -> io.BufferedReader:
         raise NotImplementedError

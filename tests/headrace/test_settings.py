@@ -169,3 +169,20 @@ def test_every_error_is_reported_at_once(clean_env: pytest.MonkeyPatch) -> None:
 def test_settings_class_reads_the_environment_directly(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("HEADRACE_WORKER__FLUSH_ROWS", "123")
     assert Settings().worker.flush_rows == 123
+
+
+def test_metrics_group_off_by_default_and_validated(clean_env: pytest.MonkeyPatch) -> None:
+    m = load_settings().metrics
+    assert (m.port, m.queue_poll_s, m.pushgateway_url, m.push_interval_s) == (None, 15, None, 15)
+    clean_env.setenv("HEADRACE_METRICS__PORT", "9400")
+    clean_env.setenv("HEADRACE_METRICS__QUEUE_POLL_S", "2.5")
+    clean_env.setenv("HEADRACE_METRICS__PUSHGATEWAY_URL", "http://pushgateway:9091")
+    m = load_settings().metrics
+    assert (m.port, m.queue_poll_s, m.pushgateway_url) == (9400, 2.5, "http://pushgateway:9091")
+    clean_env.setenv("HEADRACE_METRICS__PORT", "70000")
+    with pytest.raises(ConfigError, match="HEADRACE_METRICS__PORT"):
+        load_settings()
+    clean_env.setenv("HEADRACE_METRICS__PORT", "9400")
+    clean_env.setenv("HEADRACE_METRICS__PUSH_INTERVAL_S", "0")
+    with pytest.raises(ConfigError, match="HEADRACE_METRICS__PUSH_INTERVAL_S"):
+        load_settings()

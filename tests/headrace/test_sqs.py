@@ -9,7 +9,7 @@ from prometheus_client import generate_latest
 
 from headrace.metrics import Metrics
 from headrace.settings import Settings
-from headrace.sqs import billed_units, sqs_client
+from headrace.sqs import billed_units, dead_letter_arn, open_queue, sqs_client
 from testbed.moto import QueuePair
 
 if TYPE_CHECKING:
@@ -66,3 +66,26 @@ async def test_requests_and_units_are_counted_per_operation(
     exposed = generate_latest(metrics.registry).decode()
     assert 'headrace_sqs_requests_total{operation="SendMessageBatch"}' in exposed
     assert 'headrace_sqs_billed_units_total{operation="SendMessageBatch"}' in exposed
+
+
+def test_dead_letter_arn_is_read_from_the_redrive_policy() -> None:
+    arn = "arn:aws:sqs:us-east-1:123456789012:jobs-dlq"
+    assert dead_letter_arn(f'{{"deadLetterTargetArn": "{arn}", "maxReceiveCount": "3"}}') == arn
+    assert dead_letter_arn(None) is None
+    assert dead_letter_arn("not json") is None
+    assert dead_letter_arn('{"maxReceiveCount": "3"}') is None
+
+
+async def test_the_dead_letter_queue_is_found_and_its_requests_counted(
+    queue: QueuePair, moto_endpoint: str
+) -> None:
+    settings = Settings(queue_url=queue.queue_url, sqs_endpoint_url=moto_endpoint)
+    metrics = Metrics()
+    async with open_queue(settings, metrics=metrics) as main:
+        dlq = await main.dead_letter()
+        assert dlq is not None
+        assert dlq.url == queue.dlq_url
+        assert await dlq.dead_letter() is None  # the DLQ has no DLQ of its own
+        attrs = await dlq.attributes(["ApproximateNumberOfMessages"])
+    assert attrs == {"ApproximateNumberOfMessages": "0"}
+    assert metrics.value("headrace_sqs_requests_total", operation="GetQueueUrl") == 1
