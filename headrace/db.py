@@ -12,9 +12,9 @@ import asyncio
 import enum
 import ipaddress
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -22,10 +22,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
-from headrace.errors import ConfigError
+from headrace.errors import ConfigError, DatabaseUnavailable, HeadraceError
+from headrace.retry import Backoff, retry
 from headrace.settings import Settings, TlsMode
 
 __all__ = [
+    "DB_CALL_BACKOFF",
     "DISCONNECT_ERRORS",
     "DISPOSE_ERRORS",
     "SCHEMA_ERRORS",
@@ -35,7 +37,9 @@ __all__ = [
     "classify_error",
     "create_engine",
     "database_configured",
+    "database_error",
     "database_url",
+    "db_call",
     "error_reason",
     "is_disconnect",
     "is_mysql",
@@ -168,6 +172,77 @@ def error_reason(exc: BaseException) -> str:
     if reason is not None:
         return reason
     return "disconnect" if is_disconnect(exc) else "other"
+
+
+# Refusals no retry can fix: the settings must change.
+_ACCESS_DENIED = frozenset({1044, 1045, 1698})
+_UNKNOWN_DATABASE = 1049
+DB_CALL_BACKOFF = Backoff(base_s=0.5, cap_s=10.0, attempts=8)
+"""One database call outside the worker's sink (reflection, the producer's checkpoint): about
+40 s of attempts, enough for an Aurora failover."""
+
+T = TypeVar("T")
+
+
+def _driver_message(exc: BaseException) -> str:
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
+    if len(args) >= 2 and isinstance(args[0], int):
+        return str(args[1])
+    return str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+
+
+def database_error(exc: BaseException, url: sa.URL) -> HeadraceError | None:
+    """A failed database call as headrace's error, one line naming what to set: ConfigError
+    for what only the settings can fix (TLS trust, credentials, database name),
+    DatabaseUnavailable for what may pass (down, failover, lost connection); None when it is
+    neither (a statement's own error, for the caller)."""
+    where = f"database {url.host or 'localhost'}:{url.port or 3306}"
+    message = _driver_message(exc)[:300]
+    if "CERTIFICATE_VERIFY_FAILED" in message or "doesn't match" in message:
+        return ConfigError(
+            f"{where}: TLS certificate not trusted ({message}); set HEADRACE_DB__TLS_CA to the "
+            "CA bundle that signed it (RDS: global-bundle.pem) or check HEADRACE_DB__TLS_MODE"
+        )
+    errno = mysql_errno(exc)
+    if errno in _ACCESS_DENIED:
+        return ConfigError(
+            f"{where} refused user {url.username!r}: {message}; check HEADRACE_DATABASE_URL or "
+            "HEADRACE_DB__USER/HEADRACE_DB__PASSWORD/HEADRACE_DB__IAM_AUTH (a server requiring "
+            "TLS refuses plaintext too: HEADRACE_DB__TLS_MODE)"
+        )
+    if errno == _UNKNOWN_DATABASE:
+        return ConfigError(
+            f"{where}: {message}; check the database name in HEADRACE_DATABASE_URL or "
+            "HEADRACE_DB__NAME"
+        )
+    if classify_error(exc) is ErrorKind.RETRY:
+        return DatabaseUnavailable(
+            f"{where} unavailable: {message} (HEADRACE_DATABASE_URL or HEADRACE_DB__HOST/PORT)"
+        )
+    return None
+
+
+async def db_call(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    engine: AsyncEngine,
+    what: str,
+    backoff: Backoff = DB_CALL_BACKOFF,
+) -> T:
+    """``fn()`` (one short transaction), retried with the shared policy while the database is
+    unavailable; its errors become :func:`database_error`'s."""
+
+    async def once() -> T:
+        try:
+            return await fn()
+        except (DBAPIError, OSError, TimeoutError) as exc:
+            error = database_error(exc, engine.url)
+            if error is None:
+                raise
+            raise error from exc
+
+    return await retry(once, backoff=backoff, what=what)
 
 
 def is_mysql(engine: AsyncEngine | AsyncConnection) -> bool:

@@ -9,9 +9,10 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headrace import envelope
-from headrace.db import create_engine
+from headrace.db import create_engine, db_call
 from headrace.envelope import EncodedMessage
 from headrace.errors import InputError
 from headrace.metrics import ProducerMetrics, ProducerStats
@@ -160,8 +161,7 @@ async def _produce(
         ) as queue:
             info = queue.info
             budget = min(info.max_message_bytes, p.max_message_bytes or info.max_message_bytes)
-            async with engine.connect() as conn:
-                schema = await reflect_table(conn, table)
+            schema = await db_call(lambda: _reflect(engine, table), engine=engine, what="reflect")
             reader = await open_reader(source, p)
             try:
                 specs = schema.resolve_header(reader.header, source=source.uri)
@@ -194,6 +194,11 @@ async def _produce(
                 reader.close()
     finally:
         await engine.dispose()
+
+
+async def _reflect(engine: AsyncEngine, table: str) -> TableSchema:
+    async with engine.connect() as conn:
+        return await reflect_table(conn, table)
 
 
 def _max_row_chars(specs: list[ColumnSpec]) -> int | None:
