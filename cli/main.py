@@ -66,11 +66,11 @@ def _print_json(obj: object) -> None:
 
 
 def _produce(settings: Settings, args: argparse.Namespace) -> int:
-    from producer.app import produce
+    from producer.app import INTERRUPTED_EXIT_CODE, run_producer
 
-    report = run(produce(settings, args.source, args.table, queue_url=args.queue_url))
+    report = run(run_producer(settings, args.source, args.table, queue_url=args.queue_url))
     _print_json(report.as_dict())
-    return 0
+    return INTERRUPTED_EXIT_CODE if report.interrupted else 0
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:

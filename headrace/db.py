@@ -46,6 +46,7 @@ __all__ = [
     "migrate",
     "mysql_errno",
     "rds_auth_token_signer",
+    "refuse_bad_database_settings",
     "tls_context",
     "tls_mode",
 ]
@@ -243,6 +244,19 @@ async def db_call(
             raise error from exc
 
     return await retry(once, backoff=backoff, what=what)
+
+
+async def refuse_bad_database_settings(engine: AsyncEngine, timeout_s: float) -> None:
+    """Connect once at start-up and raise :class:`ConfigError` for what only the settings can
+    fix (TLS trust, credentials, database name). A database that is down or slow is not an
+    error here: the worker waits for it (its circuit), the producer retries."""
+    try:
+        async with asyncio.timeout(timeout_s), engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+    except (DBAPIError, OSError, TimeoutError) as exc:
+        error = database_error(exc, engine.url)
+        if isinstance(error, ConfigError):
+            raise error from exc
 
 
 def is_mysql(engine: AsyncEngine | AsyncConnection) -> bool:
