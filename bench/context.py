@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import SecretStr
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,7 +29,7 @@ from bench.options import Options
 from bench.procs import Child
 from bench.progress import log
 from cli.datagen import create_example_table, generate_csv, observations
-from headrace.db import create_engine, migrate
+from headrace.db import create_engine, database_url, migrate
 from headrace.settings import Settings, load_settings
 from headrace.sqs import sqs_client
 from headrace.tables import ingest_ledger, ingest_runs, rejected_rows
@@ -120,7 +121,7 @@ def child_env(base: dict[str, str], settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k not in AWS_VARS_TO_UNSET}
     env.update(fake_aws_env())
     env.update(
-        HEADRACE_DATABASE_URL=settings.database_url,
+        HEADRACE_DATABASE_URL=database_url(settings).render_as_string(hide_password=False),
         HEADRACE_SQS_ENDPOINT_URL=settings.sqs_endpoint_url or "",
         HEADRACE_LOG_FORMAT="json",
         HEADRACE_LOG_LEVEL="INFO",
@@ -169,7 +170,7 @@ async def open_context(opts: Options, console: Console, work: Path) -> AsyncIter
         os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
         moto, endpoint = await _start_moto(work, env)
         settings = base_settings.model_copy(
-            update={"database_url": url, "sqs_endpoint_url": endpoint, "queue_url": None}
+            update={"database_url": SecretStr(url), "sqs_endpoint_url": endpoint, "queue_url": None}
         )
         env = child_env(env, settings)
         engine = create_engine(settings, pool_size=4)

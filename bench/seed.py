@@ -43,6 +43,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cli.datagen import observations
+from headrace.db import database_url
 from headrace.metrics import Metrics
 from headrace.runtime import run
 from headrace.settings import Settings, load_settings
@@ -137,7 +138,7 @@ async def consume(
 ) -> dict[str, Any]:
     settings = load_settings()
     engine = create_async_engine(
-        settings.database_url,
+        database_url(settings),
         pool_size=pool,
         max_overflow=0,
         connect_args={"charset": "utf8mb4"},

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cli.datagen import create_example_table, generate_csv, observations
 from cli.verify import VerifyReport, verify_source
-from headrace.db import create_engine, migrate
+from headrace.db import create_engine, database_configured, database_url, migrate
 from headrace.errors import ConfigError
 from headrace.metrics import WorkerStats
 from headrace.settings import Settings
@@ -66,7 +67,7 @@ def require_demo_extra(settings: Settings) -> None:
     needed = []
     if not (settings.sqs_endpoint_url or settings.queue_url):
         needed.append("moto.server")  # the embedded SQS
-    if "HEADRACE_DATABASE_URL" not in os.environ:
+    if not database_configured(settings):
         needed.append("aiosqlite")  # the embedded database
     for module in needed:
         try:
@@ -120,11 +121,12 @@ async def _create_queues(settings: Settings) -> str:
 
 
 async def _prepare_database(settings: Settings, data_dir: Path, reset: bool) -> Settings:
-    if "HEADRACE_DATABASE_URL" not in os.environ:
+    if not database_configured(settings):  # the demo's own embedded database
         db_file = data_dir / "headrace-demo.sqlite3"
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db_file}{suffix}").unlink(missing_ok=True)
-        settings = settings.model_copy(update={"database_url": f"sqlite+aiosqlite:///{db_file}"})
+        url = SecretStr(f"sqlite+aiosqlite:///{db_file}")
+        settings = settings.model_copy(update={"database_url": url})
     engine = create_engine(settings)
     try:
         await migrate(engine)
@@ -158,7 +160,7 @@ async def run_demo(
             generate_csv(csv_path, rows)
     settings = await _prepare_database(settings, data_dir, reset)
     worker: dict[str, object] = {"tables": ["observations"]}  # the demo writes only this
-    if settings.database_url.startswith("sqlite"):  # SQLite serialises writes anyway
+    if database_url(settings).get_backend_name() == "sqlite":  # SQLite serialises writes anyway
         worker["sinks"] = 1
     settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=worker)})
     async with _embedded_sqs(settings) as settings:
@@ -247,7 +249,7 @@ async def _all_applied(
 
 def _print_summary(console: Console, r: DemoResult, settings: Settings) -> None:
     table = Table(title="headrace demo", show_header=False)
-    db = settings.database_url.split("://", 1)[0]
+    db = database_url(settings).drivername
     table.add_row("database", db)
     table.add_row("rows read", f"{r.rows_read:,}")
     table.add_row("messages sent", f"{r.messages_sent:,}")

@@ -79,7 +79,7 @@ def _print_json(obj: object) -> None:
 def _produce(settings: Settings, args: argparse.Namespace) -> int:
     from headrace.exposition import pushing, serving
     from headrace.metrics import ProducerMetrics
-    from producer.app import ProduceReport, produce
+    from producer.app import INTERRUPTED_EXIT_CODE, ProduceReport, run_producer
 
     metrics = ProducerMetrics()
     m = settings.metrics
@@ -95,13 +95,13 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
                 interval_s=m.push_interval_s,
             ),
         ):
-            return await produce(
+            return await run_producer(
                 settings, args.source, args.table, queue_url=args.queue_url, metrics=metrics
             )
 
     report = run(go())
     _print_json(report.as_dict())
-    return 0
+    return INTERRUPTED_EXIT_CODE if report.interrupted else 0
 
 
 def _health(settings: Settings, args: argparse.Namespace) -> int:

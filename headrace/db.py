@@ -8,30 +8,47 @@ Every MySQL connection runs in strict ``sql_mode`` with UTC, READ COMMITTED isol
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import ipaddress
+import ssl
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
-from headrace.settings import Settings
+from headrace.errors import ConfigError, DatabaseUnavailable, HeadraceError
+from headrace.retry import Backoff, retry
+from headrace.settings import Settings, TlsMode
 
 __all__ = [
+    "DB_CALL_BACKOFF",
     "DISCONNECT_ERRORS",
     "DISPOSE_ERRORS",
     "SCHEMA_ERRORS",
     "STRICT_SQL_MODE",
+    "AuthTokenSigner",
     "ErrorKind",
     "classify_error",
     "create_engine",
+    "database_configured",
+    "database_error",
+    "database_url",
+    "db_call",
     "error_reason",
     "is_disconnect",
     "is_mysql",
     "migrate",
     "mysql_errno",
+    "rds_auth_token_signer",
+    "refuse_bad_database_settings",
+    "tls_context",
+    "tls_mode",
 ]
 
 STRICT_SQL_MODE = (
@@ -158,15 +175,218 @@ def error_reason(exc: BaseException) -> str:
     return "disconnect" if is_disconnect(exc) else "other"
 
 
+# Refusals no retry can fix: the settings must change.
+_ACCESS_DENIED = frozenset({1044, 1045, 1698})
+_UNKNOWN_DATABASE = 1049
+DB_CALL_BACKOFF = Backoff(base_s=0.5, cap_s=10.0, attempts=8)
+"""One database call outside the worker's sink (reflection, the producer's checkpoint): about
+40 s of attempts, enough for an Aurora failover."""
+
+T = TypeVar("T")
+
+
+def _driver_message(exc: BaseException) -> str:
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
+    if len(args) >= 2 and isinstance(args[0], int):
+        return str(args[1])
+    return str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+
+
+def database_error(exc: BaseException, url: sa.URL) -> HeadraceError | None:
+    """A failed database call as headrace's error, one line naming what to set: ConfigError
+    for what only the settings can fix (TLS trust, credentials, database name),
+    DatabaseUnavailable for what may pass (down, failover, lost connection); None when it is
+    neither (a statement's own error, for the caller)."""
+    where = f"database {url.host or 'localhost'}:{url.port or 3306}"
+    message = _driver_message(exc)[:300]
+    if "CERTIFICATE_VERIFY_FAILED" in message or "doesn't match" in message:
+        return ConfigError(
+            f"{where}: TLS certificate not trusted ({message}); set HEADRACE_DB__TLS_CA to the "
+            "CA bundle that signed it (RDS: global-bundle.pem) or check HEADRACE_DB__TLS_MODE"
+        )
+    errno = mysql_errno(exc)
+    if errno in _ACCESS_DENIED:
+        return ConfigError(
+            f"{where} refused user {url.username!r}: {message}; check HEADRACE_DATABASE_URL or "
+            "HEADRACE_DB__USER/HEADRACE_DB__PASSWORD/HEADRACE_DB__IAM_AUTH (a server requiring "
+            "TLS refuses plaintext too: HEADRACE_DB__TLS_MODE)"
+        )
+    if errno == _UNKNOWN_DATABASE:
+        return ConfigError(
+            f"{where}: {message}; check the database name in HEADRACE_DATABASE_URL or "
+            "HEADRACE_DB__NAME"
+        )
+    if classify_error(exc) is ErrorKind.RETRY:
+        return DatabaseUnavailable(
+            f"{where} unavailable: {message} (HEADRACE_DATABASE_URL or HEADRACE_DB__HOST/PORT)"
+        )
+    return None
+
+
+async def db_call(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    engine: AsyncEngine,
+    what: str,
+    backoff: Backoff = DB_CALL_BACKOFF,
+) -> T:
+    """``fn()`` (one short transaction), retried with the shared policy while the database is
+    unavailable; its errors become :func:`database_error`'s."""
+
+    async def once() -> T:
+        try:
+            return await fn()
+        except (DBAPIError, OSError, TimeoutError) as exc:
+            error = database_error(exc, engine.url)
+            if error is None:
+                raise
+            raise error from exc
+
+    return await retry(once, backoff=backoff, what=what)
+
+
+async def refuse_bad_database_settings(engine: AsyncEngine, timeout_s: float) -> None:
+    """Connect once at start-up and raise :class:`ConfigError` for what only the settings can
+    fix (TLS trust, credentials, database name). A database that is down or slow is not an
+    error here: the worker waits for it (its circuit), the producer retries."""
+    try:
+        async with asyncio.timeout(timeout_s), engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+    except (DBAPIError, OSError, TimeoutError) as exc:
+        error = database_error(exc, engine.url)
+        if isinstance(error, ConfigError):
+            raise error from exc
+
+
 def is_mysql(engine: AsyncEngine | AsyncConnection) -> bool:
     return engine.dialect.name in ("mysql", "mariadb")
 
 
-def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
-    url = sa.make_url(settings.database_url)
+NO_DATABASE = (
+    "no database configured: set HEADRACE_DATABASE_URL (mysql+asyncmy://user:pw@host:3306/db), "
+    "or HEADRACE_DB__HOST, HEADRACE_DB__USER, HEADRACE_DB__PASSWORD (or "
+    "HEADRACE_DB__IAM_AUTH=true) and HEADRACE_DB__NAME"
+)
+
+
+def database_configured(settings: Settings) -> bool:
+    """Whether a database is set at all (the URL or any of the parts)."""
+    return settings.database_url is not None or bool(settings.db.parts_given)
+
+
+def database_url(settings: Settings) -> sa.URL:
+    """Where to connect: ``HEADRACE_DATABASE_URL`` or the ``HEADRACE_DB__*`` parts.
+
+    Exactly one of the two must be given (settings refuse both); with neither this raises
+    :class:`ConfigError` naming the variables: there is no silent local fallback (only
+    ``headrace demo`` brings its own SQLite file).
+    """
+    db = settings.db
+    if settings.database_url is not None:
+        return sa.make_url(settings.database_url.get_secret_value())
+    if not db.parts_given:
+        raise ConfigError(NO_DATABASE)
+    needed = ["host", "user", "name"] + ([] if db.iam_auth else ["password"])
+    missing = [f"HEADRACE_DB__{k.upper()}" for k in needed if getattr(db, k) is None]
+    if missing:
+        raise ConfigError(f"incomplete database settings: also set {', '.join(missing)}")
+    return sa.URL.create(
+        "mysql+asyncmy",
+        username=db.user,
+        password=db.password.get_secret_value() if db.password is not None else None,
+        host=db.host,
+        port=db.port,
+        database=db.name,
+    )
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host or host == "localhost":
+        return True  # no host: asyncmy's default (localhost)
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_mode(settings: Settings, url: sa.URL) -> TlsMode:
+    """The TLS mode in force: the setting, else required (disabled for a loopback host)."""
+    if settings.db.tls_mode is not None:
+        return settings.db.tls_mode
+    return "disabled" if _is_loopback(url.host) else "required"
+
+
+def tls_context(settings: Settings, url: sa.URL) -> ssl.SSLContext | None:
+    """The SSLContext asyncmy connects with (None: plaintext), after ``HEADRACE_DB__TLS_*``.
+
+    ``required`` encrypts without checking the certificate; ``verify-ca`` checks it against
+    ``tls_ca`` (or the system's CAs); ``verify-identity`` also checks the host name.
+    """
+    mode = tls_mode(settings, url)
+    if mode == "disabled":
+        return None
+    ca = settings.db.tls_ca
+    if ca is not None and not ca.is_file():
+        raise ConfigError(f"HEADRACE_DB__TLS_CA: no such file: {ca}")
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"HEADRACE_DB__TLS_CA: not a PEM CA bundle: {ca} ({exc})") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if mode == "required":
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx.check_hostname = mode == "verify-identity"
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+AuthTokenSigner = Callable[[str, int, str], str]
+"""``(host, port, user) -> token``: the password of one new connection (RDS IAM auth)."""
+
+
+def rds_auth_token_signer(region: str) -> AuthTokenSigner:
+    """botocore's RDS ``generate_db_auth_token`` (a local signature, valid 15 minutes), with
+    credentials from the standard chain; the client is made on first use."""
+    clients: list[Any] = []
+
+    def sign(host: str, port: int, user: str) -> str:
+        if not clients:
+            import botocore.session
+
+            clients.append(botocore.session.get_session().create_client("rds", region_name=region))
+        token: str = clients[0].generate_db_auth_token(host, port, user, Region=region)
+        return token
+
+    return sign
+
+
+def _use_auth_tokens(engine: AsyncEngine, url: sa.URL, signer: AuthTokenSigner) -> None:
+    """Every new connection gets a fresh token as its password (pooled ones keep theirs)."""
+    host, port, user = url.host or "localhost", url.port or 3306, url.username or ""
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _token(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        # Signing may fetch credentials (ECS/IMDS): off the event loop, awaited from the
+        # pool's greenlet like the connect itself.
+        cparams["password"] = await_only(asyncio.to_thread(signer, host, port, user))
+
+
+def create_engine(
+    settings: Settings,
+    *,
+    pool_size: int | None = None,
+    auth_token: AuthTokenSigner | None = None,
+) -> AsyncEngine:
+    """The engine for ``settings``; ``auth_token`` replaces botocore's signer (tests)."""
+    url = database_url(settings)
     db = settings.db
     if url.get_backend_name() == "sqlite":
-        engine = create_async_engine(url, connect_args={"timeout": db.connect_timeout_s})
+        engine = create_async_engine(
+            url, connect_args={"timeout": db.connect_timeout_s}, hide_parameters=True
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -184,24 +404,32 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
 
         return engine
     size = pool_size or db.pool_size
-    return create_async_engine(
+    connect_args: dict[str, Any] = {
+        "connect_timeout": int(db.connect_timeout_s),
+        "init_command": (
+            f"SET SESSION sql_mode = '{STRICT_SQL_MODE}', time_zone = '+00:00', "
+            f"innodb_lock_wait_timeout = {int(db.lock_wait_timeout_s)}"
+        ),
+        "stmt_cache_size": db.stmt_cache_size,
+        "charset": "utf8mb4",
+    }
+    ctx = tls_context(settings, url)
+    if ctx is not None:
+        connect_args["ssl"] = ctx
+    engine = create_async_engine(
         url,
         pool_size=size,
         max_overflow=0,
         pool_timeout=db.pool_timeout_s,
         pool_pre_ping=True,
-        pool_recycle=1800,
+        pool_recycle=1800,  # below the 15-minute life of an IAM token too
         isolation_level="READ COMMITTED",
-        connect_args={
-            "connect_timeout": int(db.connect_timeout_s),
-            "init_command": (
-                f"SET SESSION sql_mode = '{STRICT_SQL_MODE}', time_zone = '+00:00', "
-                f"innodb_lock_wait_timeout = {int(db.lock_wait_timeout_s)}"
-            ),
-            "stmt_cache_size": db.stmt_cache_size,
-            "charset": "utf8mb4",
-        },
+        hide_parameters=True,  # row values never reach an exception's text (logs)
+        connect_args=connect_args,
     )
+    if db.iam_auth:
+        _use_auth_tokens(engine, url, auth_token or rds_auth_token_signer(settings.aws.region))
+    return engine
 
 
 def _alembic_config(connection: sa.Connection | None = None) -> Any:

@@ -9,6 +9,8 @@ deployment sets (``HEADRACE_DATABASE_URL``, ``HEADRACE_QUEUE_URL``,
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -31,8 +33,11 @@ __all__ = [
     "Settings",
     "WorkerSettings",
     "load_settings",
+    "mask_url",
     "signing_key",
 ]
+
+TlsMode = Literal["disabled", "required", "verify-ca", "verify-identity"]
 
 
 class DatabaseSettings(BaseModel):
@@ -51,6 +56,31 @@ class DatabaseSettings(BaseModel):
     stmt_cache_size: int = Field(
         32, ge=0, description="asyncmy prepared-statement cache; >0 enables MariaDB bulk execute."
     )
+    # The connection in parts (instead of HEADRACE_DATABASE_URL), so ECS can inject the
+    # password alone from Secrets Manager. Setting both ways is refused (see Settings).
+    host: str | None = Field(None, description="MySQL host (instead of the URL).")
+    port: int = Field(3306, ge=1, le=65535, description="MySQL port (with host).")
+    user: str | None = Field(None, description="MySQL user (with host).")
+    password: SecretStr | None = Field(
+        None, description="MySQL password (with host; e.g. an ECS secret). Never printed."
+    )
+    name: str | None = Field(None, description="Database (schema) name (with host).")
+    iam_auth: bool = Field(
+        False, description="RDS IAM authentication: a fresh token per new connection."
+    )
+    tls_mode: TlsMode | None = Field(
+        None,
+        description="disabled, required, verify-ca or verify-identity (default: required, "
+        "disabled for a loopback host).",
+    )
+    tls_ca: Path | None = Field(
+        None, description="CA bundle (PEM) for verify-ca/verify-identity, e.g. RDS global-bundle."
+    )
+
+    @property
+    def parts_given(self) -> list[str]:
+        """The connection parts that are set (host, user, password, name)."""
+        return [k for k in ("host", "user", "password", "name") if getattr(self, k) is not None]
 
 
 class AwsSettings(BaseModel):
@@ -191,9 +221,10 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    database_url: str = Field(
-        "sqlite+aiosqlite:///headrace-demo.sqlite3",
-        description="SQLAlchemy URL, e.g. mysql+asyncmy://user:pw@host:3306/db.",
+    database_url: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy URL, e.g. mysql+asyncmy://user:pw@host:3306/db (or the "
+        "HEADRACE_DB__HOST/… parts; not both). Never printed.",
     )
     queue_url: str | None = Field(None, description="SQS queue URL (or set queue_name).")
     queue_name: str | None = Field(None, description="Queue name, resolved with GetQueueUrl.")
@@ -220,11 +251,40 @@ class Settings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _known_driver(cls, url: str) -> str:
-        scheme = url.split("://", 1)[0]
+    def _known_driver(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is None:
+            return None
+        import sqlalchemy as sa
+
+        text = url.get_secret_value()
+        scheme = text.split("://", 1)[0]
         if scheme not in {"mysql+asyncmy", "sqlite+aiosqlite"}:
-            raise ValueError(f"must use mysql+asyncmy:// or sqlite+aiosqlite://, not {scheme}://")
+            raise ValueError(
+                f"must use mysql+asyncmy:// or sqlite+aiosqlite://, not {mask_url(scheme)}://"
+            )
+        try:
+            sa.make_url(text)
+        except (sa.exc.ArgumentError, ValueError):  # e.g. a port that is not a number
+            raise ValueError(f"not a valid URL: {mask_url(text)}") from None
         return url
+
+    @model_validator(mode="after")
+    def _one_way_to_the_database(self) -> Settings:
+        if self.database_url is not None and self.db.parts_given:
+            given = ", ".join(f"HEADRACE_DB__{k.upper()}" for k in self.db.parts_given)
+            raise ValueError(
+                f"set either HEADRACE_DATABASE_URL or the HEADRACE_DB__* parts, not both "
+                f"(also set: {given})"
+            )
+        return self
+
+
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)(.*)@")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (anything between ``user:`` and the last ``@``) masked."""
+    return _PASSWORD_IN_URL.sub(r"\1***@", url)
 
 
 def signing_key(settings: Settings) -> bytes | None:
@@ -251,6 +311,8 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = [
             f"  HEADRACE_{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else f"  {err['msg']}"
             for err in exc.errors()
         ]
         raise ConfigError("invalid settings:\n" + "\n".join(lines)) from None

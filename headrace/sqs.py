@@ -29,7 +29,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 
 from headrace.aws import aws_config, is_transient
 from headrace.errors import ConfigError, QueueError, QueueUnavailable
@@ -241,10 +246,28 @@ async def sqs_client(
 # --- the implementation ------------------------------------------------------------------------
 
 
-def _queue_error(exc: ClientError | BotoCoreError, what: str) -> QueueError:
-    """botocore's error as headrace's: transient (worth another try later) or not."""
-    cls = QueueUnavailable if is_transient(exc) else QueueError
-    return cls(f"{what}: {exc}"[:500])
+_NO_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+
+
+def _queue_error(exc: ClientError | BotoCoreError, what: str) -> QueueError | ConfigError:
+    """botocore's error as headrace's: transient (worth another try later), a setting to fix
+    (no credentials, no such queue: one line naming what to set), or not."""
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return ConfigError(
+            f"{what}: no AWS credentials found: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or run with an ECS task role"
+        )
+    code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+    if code in _NO_QUEUE_CODES:
+        return ConfigError(
+            f"{what}: the queue does not exist: check HEADRACE_QUEUE_URL or HEADRACE_QUEUE_NAME "
+            "(and HEADRACE_AWS__REGION / HEADRACE_SQS_ENDPOINT_URL)"
+        )
+    if is_transient(exc):
+        return QueueUnavailable(
+            f"{what}: {exc} (is HEADRACE_QUEUE_URL / HEADRACE_SQS_ENDPOINT_URL reachable?)"[:500]
+        )
+    return QueueError(f"{what}: {exc}"[:500])
 
 
 def _outcome(resp: Mapping[str, Any], offset: int = 0) -> BatchOutcome:

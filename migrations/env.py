@@ -11,7 +11,7 @@ import asyncio
 import sqlalchemy as sa
 from alembic import context
 
-from headrace.db import create_engine
+from headrace.db import create_engine, database_url
 from headrace.settings import load_settings
 from headrace.tables import metadata
 
@@ -40,7 +40,7 @@ async def _run_async() -> None:
 
 if context.is_offline_mode():
     context.configure(
-        url=load_settings().database_url, target_metadata=metadata, literal_binds=True
+        url=database_url(load_settings()), target_metadata=metadata, literal_binds=True
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import signal
 import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headrace import envelope
-from headrace.db import create_engine
+from headrace.db import create_engine, db_call
 from headrace.envelope import EncodedMessage
 from headrace.errors import InputError
 from headrace.metrics import ProducerMetrics, ProducerStats
-from headrace.schema import ColumnSpec, TableSchema, reflect_table
+from headrace.schema import ColumnSpec, Reject, TableSchema, reflect_table
 from headrace.settings import Settings, signing_key
 from headrace.sqs import Queue, open_queue
 from producer.checkpoint import Checkpoint
@@ -24,7 +26,11 @@ from producer.reader import CsvReader, open_reader, read_chunks
 from producer.sender import Sender
 from producer.sources import Source, open_location
 
-__all__ = ["ProduceReport", "make_run_id", "produce"]
+__all__ = ["INTERRUPTED_EXIT_CODE", "ProduceReport", "make_run_id", "produce", "run_producer"]
+
+INTERRUPTED_EXIT_CODE = 4
+"""`headrace produce` stopped by SIGTERM/SIGINT: the sends in flight finished and the
+checkpoint was saved; run the same command again to resume."""
 
 log = structlog.get_logger("producer")
 
@@ -43,6 +49,7 @@ class ProduceReport:
     run_id: str = ""
     total_messages: int = 0
     already_complete: bool = False
+    interrupted: bool = False  # stopped by SIGTERM/SIGINT: re-run to resume
     elapsed_s: float = 0.0
     source_bytes: int = 0
 
@@ -92,6 +99,7 @@ class ProduceReport:
             "s3_resumes": stats.s3_resumes,
             "requests": stats.send_requests,
             "already_complete": self.already_complete,
+            "interrupted": self.interrupted,
             "elapsed_s": self.elapsed_s,
             "source_bytes": self.source_bytes,
         }
@@ -124,21 +132,24 @@ async def produce(
     queue_url: str | None = None,
     report: ProduceReport | None = None,
     metrics: ProducerMetrics | None = None,
+    stop: asyncio.Event | None = None,
 ) -> ProduceReport:
     """Send every row of ``location`` (a path or ``s3://bucket/key``) to the queue, or report
-    it; resumable. Counts go to ``report.metrics``, else ``metrics``, else a new owner."""
+    it; resumable. Counts go to ``report.metrics``, else ``metrics``, else a new owner. Once
+    ``stop`` is set, reading stops, the sends in flight finish, the checkpoint is saved and
+    the report says ``interrupted``."""
     started = time.perf_counter()
     metrics = report.metrics if report is not None else (metrics or ProducerMetrics())
     async with open_location(settings, location, metrics=metrics) as source:
         report = report or ProduceReport(source=source.uri, table=table, metrics=metrics)
         try:
-            await _produce(settings, source, table, queue_url, report)
+            await _produce(settings, source, table, queue_url, report, stop or asyncio.Event())
         finally:
             report.elapsed_s = time.perf_counter() - started
             structlog.contextvars.unbind_contextvars("run_id")
     if not report.already_complete:
         log.info(
-            "produce_done",
+            "produce_interrupted" if report.interrupted else "produce_done",
             rows_read=report.rows_read,
             rows_sent=report.rows_sent,
             rows_rejected=report.rows_rejected,
@@ -149,8 +160,35 @@ async def produce(
     return report
 
 
+async def run_producer(
+    settings: Settings,
+    location: str,
+    table: str,
+    *,
+    queue_url: str | None = None,
+    metrics: ProducerMetrics | None = None,
+) -> ProduceReport:
+    """:func:`produce` until done or SIGTERM/SIGINT (then it stops cleanly, resumable)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await produce(
+            settings, location, table, queue_url=queue_url, metrics=metrics, stop=stop
+        )
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
 async def _produce(
-    settings: Settings, source: Source, table: str, queue_url: str | None, report: ProduceReport
+    settings: Settings,
+    source: Source,
+    table: str,
+    queue_url: str | None,
+    report: ProduceReport,
+    stop: asyncio.Event,
 ) -> None:
     report.source_bytes = source.size
     report.metrics.progress.labels(table).set(0)
@@ -162,8 +200,7 @@ async def _produce(
         ) as queue:
             info = queue.info
             budget = min(info.max_message_bytes, p.max_message_bytes or info.max_message_bytes)
-            async with engine.connect() as conn:
-                schema = await reflect_table(conn, table)
+            schema = await db_call(lambda: _reflect(engine, table), engine=engine, what="reflect")
             reader = await open_reader(source, p)
             try:
                 specs = schema.resolve_header(reader.header, source=source.uri)
@@ -191,7 +228,7 @@ async def _produce(
                     budget_bytes=budget,
                     resume_from=checkpoint.resume_from,
                 )
-                run = _Run(settings, queue, schema, specs, checkpoint, report)
+                run = _Run(settings, queue, schema, specs, checkpoint, report, stop)
                 await run.pump(reader, threaded=source.threaded, budget=budget)
                 _finished(report.metrics, table)
             finally:
@@ -203,6 +240,26 @@ async def _produce(
 def _finished(metrics: ProducerMetrics, table: str) -> None:
     metrics.progress.labels(table).set(1)
     metrics.last_run.labels(table).set(time.time())
+
+
+async def _reflect(engine: AsyncEngine, table: str) -> TableSchema:
+    async with engine.connect() as conn:
+        return await reflect_table(conn, table)
+
+
+def _check_reject_cap(
+    cap: int | None, report: ProduceReport, rejects: list[Reject], source: str
+) -> None:
+    """Stop the run once more rows than ``producer.max_rejects_per_file`` were rejected."""
+    if cap is None or report.rows_rejected <= cap:
+        return
+    first = rejects[0] if rejects else None
+    raise InputError(
+        f"more than {cap} rows rejected (producer.max_rejects_per_file); "
+        f"last reason: {first.reason if first else '?'}",
+        source=source,
+        line=first.line if first else None,
+    )
 
 
 def _max_row_chars(specs: list[ColumnSpec]) -> int | None:
@@ -221,6 +278,7 @@ class _Run:
     specs: list[ColumnSpec]
     checkpoint: Checkpoint
     report: ProduceReport
+    stop: asyncio.Event
 
     async def pump(self, reader: CsvReader, *, threaded: bool, budget: int) -> None:
         """Read, type, pack and send every row; save the checkpoint as sends are confirmed."""
@@ -278,22 +336,13 @@ class _Run:
 
         async with sender, aclosing(read_chunks(reader, threaded=threaded)) as chunks:
             async for chunk in chunks:
+                if self.stop.is_set():
+                    break
                 valid = schema.validate(specs, chunk.rows, chunk.lines)
                 rejects = sorted(chunk.rejects + valid.rejects, key=lambda r: r.line)
                 count_read()
                 rows_rejected.inc(len(rejects))
-                if (
-                    p.max_rejects_per_file is not None
-                    and report.rows_rejected > p.max_rejects_per_file
-                ):
-                    first = rejects[0] if rejects else None
-                    raise InputError(
-                        f"more than {p.max_rejects_per_file} rows rejected "
-                        "(producer.max_rejects_per_file); "
-                        f"last reason: {first.reason if first else '?'}",
-                        source=reader.source,
-                        line=first.line if first else None,
-                    )
+                _check_reject_cap(p.max_rejects_per_file, report, rejects, reader.source)
                 for message in packer.add_columns(valid.columns, valid.lines, rejects):
                     await dispatch(message)
                 if checkpoint.watermark - checkpoint.persisted >= p.checkpoint_every_messages:
@@ -301,6 +350,14 @@ class _Run:
                         rows_read=report.rows_read, rows_rejected=report.rows_rejected
                     )
                 await asyncio.sleep(0)
+            if self.stop.is_set():
+                # Not the packer's partial message: a re-run must build the same messages.
+                await sender.close()  # the sends in flight finish
+                report.interrupted = True
+                await checkpoint.save(
+                    rows_read=report.rows_read, rows_rejected=report.rows_rejected
+                )
+                return
             for message in packer.finish():
                 await dispatch(message)
             await sender.close()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from headrace.db import db_call
 from headrace.tables import ingest_runs
 
 __all__ = ["Checkpoint"]
@@ -35,6 +36,19 @@ class Checkpoint:
 
     @classmethod
     async def open(
+        cls, engine: AsyncEngine, *, run_id: str, source: str, version: str, size: int, table: str
+    ) -> Checkpoint:
+        """Read (or start) the run's row; retried while the database is unavailable."""
+
+        async def once() -> Checkpoint:
+            return await cls._open(
+                engine, run_id=run_id, source=source, version=version, size=size, table=table
+            )
+
+        return await db_call(once, engine=engine, what="checkpoint_open")
+
+    @classmethod
+    async def _open(
         cls, engine: AsyncEngine, *, run_id: str, source: str, version: str, size: int, table: str
     ) -> Checkpoint:
         async with engine.begin() as conn:
@@ -85,8 +99,13 @@ class Checkpoint:
         if total_messages is not None:
             values.update(status="sent", total_messages=total_messages, finished_at=_now())
             self.status = "sent"
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                ingest_runs.update().where(ingest_runs.c.run_id == self.run_id).values(**values)
-            )
-        self.persisted = self.watermark
+        watermark = self.watermark
+
+        async def once() -> None:  # idempotent: the same values again
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    ingest_runs.update().where(ingest_runs.c.run_id == self.run_id).values(**values)
+                )
+
+        await db_call(once, engine=self.engine, what="checkpoint_save")
+        self.persisted = watermark

@@ -16,6 +16,10 @@ Two bootstrap modes:
   and the server enforces privileges. ``root@127.0.0.1`` has an empty password; create
   unprivileged users with :meth:`MariaDBServer.execute` for ``read_only`` and
   access-denied tests.
+
+``tls=MariaDBTls(cert, key, ca, require_secure_transport=True)`` serves TLS with that
+certificate (``--ssl-cert/--ssl-key/--ssl-ca``) and, with ``require_secure_transport``,
+refuses plaintext TCP connections; :meth:`MariaDBServer.execute` then connects with TLS.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -42,7 +47,7 @@ from testbed.servers import (
     tail,
 )
 
-__all__ = ["MariaDBServer", "MariaDBStartError", "ensure_mariadbd"]
+__all__ = ["MariaDBServer", "MariaDBStartError", "MariaDBTls", "ensure_mariadbd"]
 
 DEFAULT_START_TIMEOUT_S = 30.0
 DEFAULT_STOP_TIMEOUT_S = 30.0
@@ -56,6 +61,22 @@ _INSTALL_HINT = (
     "Run `make test` (it calls scripts/ensure-system-deps.sh, which installs the Debian "
     "mariadb-server package) or install it yourself: apt-get install mariadb-server."
 )
+
+
+@dataclass(frozen=True)
+class MariaDBTls:
+    """The server's TLS: PEM certificate, key and CA; optionally refuse plaintext."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    require_secure_transport: bool = False
+
+    def args(self) -> list[str]:
+        args = [f"--ssl-cert={self.cert}", f"--ssl-key={self.key}", f"--ssl-ca={self.ca}"]
+        if self.require_secure_transport:
+            args.append("--require-secure-transport=ON")
+        return args
 
 
 class MariaDBStartError(RuntimeError):
@@ -122,6 +143,7 @@ class MariaDBServer:
         *,
         grant_tables: bool = False,
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        tls: MariaDBTls | None = None,
     ) -> None:
         self.base_dir = Path(base_dir).resolve()
         self.datadir = self.base_dir / "data"
@@ -132,6 +154,7 @@ class MariaDBServer:
         self.socket_path = self._choose_socket_path()
         self.extra_args: list[str] = list(extra_args)
         self.grant_tables = grant_tables
+        self.tls = tls
         self.start_timeout_s = start_timeout_s
         self.mariadbd = ensure_mariadbd()
         self.last_start_duration_s: float | None = None
@@ -276,6 +299,7 @@ class MariaDBServer:
             f"--host={HOST}",
             f"--port={self.port}",
             "--user=root",
+            *(["--ssl"] if self.tls is not None else []),
             *args,
         ]
 
@@ -338,6 +362,8 @@ class MariaDBServer:
             cmd.append("--skip-grant-tables")
         if os.geteuid() == 0:
             cmd.append("--user=root")  # mariadbd refuses to run as root otherwise
+        if self.tls is not None:
+            cmd.extend(self.tls.args())
         cmd.extend(self.extra_args)
         return cmd
 

@@ -12,6 +12,7 @@ messages → release everything else (visibility 0) → close pools. Bounded by
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from typing import Any
@@ -20,7 +21,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headrace import failpoints
-from headrace.db import create_engine, error_reason
+from headrace.db import create_engine, error_reason, refuse_bad_database_settings
 from headrace.errors import ConfigError, DatabaseUnavailable, QueueError, SchemaError
 from headrace.exposition import serving
 from headrace.metrics import WorkerMetrics, WorkerStats
@@ -73,6 +74,7 @@ class Worker:
         self._protection: TaskProtection | None = None  # ECS scale-in protection, when on ECS
         self._watch: QueueWatch | None = None  # the queue's depth, and whether it answers
         self._circuit: Circuit | None = None
+        self.started = False  # the loops run (before: nothing is held, stopping is instant)
 
     @property
     def stats(self) -> WorkerStats:
@@ -111,6 +113,7 @@ class Worker:
             self.settings, pool_size=max(self.settings.db.pool_size, w.sinks)
         )
         try:
+            await refuse_bad_database_settings(engine, self.settings.db.connect_timeout_s)
             async with open_queue(
                 self.settings,
                 metrics=self.metrics,
@@ -130,6 +133,7 @@ class Worker:
 
     async def _run(self, queue: Queue, engine: AsyncEngine) -> None:
         w = self.settings.worker
+        self.started = True
         tables = Tables(engine, allowed=w.tables, timeout_s=self.settings.db.statement_timeout_s)
         acker = Acker(queue, self._inflight, self.metrics)
         circuit = Circuit(
@@ -393,15 +397,44 @@ async def _queue_has_messages(queue: Queue) -> bool:
     return any(int(attrs.get(k, "0")) for k in names)
 
 
+FORCED_EXIT_CODE = 4
+"""A second SIGTERM/SIGINT: exit at once (held messages reappear after their visibility
+timeout; the ledger makes their redelivery safe)."""
+
+
 async def run_worker(settings: Settings, *, queue_url: str | None = None) -> WorkerStats:
-    """Run a worker until SIGTERM/SIGINT (or idle exit), handling the signals gracefully."""
+    """Run a worker until SIGTERM/SIGINT (or idle exit), handling the signals gracefully.
+
+    The first signal drains (or, while still starting up — e.g. waiting for an unreachable
+    queue — stops at once); a second one exits with :data:`FORCED_EXIT_CODE` right away.
+    """
     worker = Worker(settings, queue_url=queue_url)
     loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log.warning("worker_forced_exit", code=FORCED_EXIT_CODE)
+            os._exit(FORCED_EXIT_CODE)
+        if worker.started or main is None:
+            worker.stop()
+        else:  # nothing held yet: stop waiting for the queue or the database
+            log.info("worker_stopping_during_startup")
+            main.cancel()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
+        loop.add_signal_handler(sig, on_signal)
     try:
         async with serving(settings.metrics.port, worker.metrics.registry, ready=worker.ready):
             return await worker.run()
+    except asyncio.CancelledError:
+        if main is None or signals == 0 or worker.started:
+            raise
+        main.uncancel()
+        return worker.stats
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -34,6 +34,7 @@ __all__ = ["TaskProtection"]
 log = structlog.get_logger("worker.protection")
 
 PATH = "/task-protection/v1/state"
+MAX_ANSWER_BYTES = 64 * 1024  # the agent answers a few hundred bytes
 
 
 class AgentError(Exception):
@@ -174,8 +175,11 @@ class TaskProtection:
             data=orjson.dumps(body),
             headers={"Content-Type": "application/json"},
             timeout=aiohttp.ClientTimeout(total=timeout_s),
+            allow_redirects=False,  # a 3xx is an error, not somewhere else to send the task's state
         ) as resp:
-            raw = await resp.read()
+            raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
+        if len(raw) > MAX_ANSWER_BYTES:
+            raise AgentError(f"HTTP {resp.status}: answer longer than {MAX_ANSWER_BYTES} bytes")
         try:
             answer = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:

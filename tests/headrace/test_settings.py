@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
+import sqlalchemy as sa
 
+from headrace.db import NO_DATABASE, database_url, tls_mode
 from headrace.errors import ConfigError
 from headrace.settings import Settings, load_settings
 
@@ -21,7 +23,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def test_defaults() -> None:
     s = load_settings()
-    assert s.database_url == "sqlite+aiosqlite:///headrace-demo.sqlite3"
+    assert s.database_url is None  # no silent local database (only the demo brings one)
     assert s.aws.region == "us-east-1"
     assert s.worker.pollers == 2
     assert s.producer.compression == "zstd"
@@ -45,7 +47,8 @@ def test_prefix_and_nesting(clean_env: pytest.MonkeyPatch) -> None:
     assert s.producer.compression == "none"
     assert s.producer.max_message_bytes == 262_144
     assert s.db.pool_size == 9
-    assert s.database_url == "mysql+asyncmy://u:p@db:3306/app"
+    assert s.database_url is not None
+    assert s.database_url.get_secret_value() == "mysql+asyncmy://u:p@db:3306/app"
     assert s.queue_url == "http://localhost:4566/000000000000/q"
 
 
@@ -131,7 +134,7 @@ def test_unsupported_database_url(clean_env: pytest.MonkeyPatch, url: str) -> No
 )
 def test_supported_database_url(clean_env: pytest.MonkeyPatch, url: str) -> None:
     clean_env.setenv("HEADRACE_DATABASE_URL", url)
-    assert load_settings().database_url == url
+    assert database_url(load_settings()) == sa.make_url(url)
 
 
 @pytest.mark.parametrize(
@@ -186,3 +189,103 @@ def test_metrics_group_off_by_default_and_validated(clean_env: pytest.MonkeyPatc
     clean_env.setenv("HEADRACE_METRICS__PUSH_INTERVAL_S", "0")
     with pytest.raises(ConfigError, match="HEADRACE_METRICS__PUSH_INTERVAL_S"):
         load_settings()
+
+
+# --- the database connection: secrets, parts, TLS --------------------------------------------
+
+
+def test_database_url_is_never_printed(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("HEADRACE_DATABASE_URL", "mysql+asyncmy://loader:s3cret-pw@db:3306/app")
+    clean_env.setenv("HEADRACE_DB__PASSWORD", "ignored")  # refused below, but never echoed
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "s3cret-pw" not in str(err.value)
+    assert "ignored" not in str(err.value)
+    clean_env.delenv("HEADRACE_DB__PASSWORD")
+    s = load_settings()
+    assert "s3cret-pw" not in repr(s)
+    assert "s3cret-pw" not in str(s)
+    assert "s3cret-pw" not in s.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql+asyncmy://loader:s3cret-pw@db:port/app",
+        "mysql+asyncmy://loader:s3cret@pw@db:notaport/app",
+        "mysqlx://loader:s3cret-pw@db/app",
+    ],
+)
+def test_malformed_url_error_masks_the_password(clean_env: pytest.MonkeyPatch, url: str) -> None:
+    clean_env.setenv("HEADRACE_DATABASE_URL", url)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "HEADRACE_DATABASE_URL" in str(err.value)
+    assert "s3cret" not in str(err.value)
+
+
+def test_connection_from_parts(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("HEADRACE_DB__HOST", "aurora.cluster-x.eu-west-1.rds.amazonaws.com")
+    clean_env.setenv("HEADRACE_DB__USER", "loader")
+    clean_env.setenv("HEADRACE_DB__PASSWORD", "p@ss:w/rd")  # needs no URL escaping
+    clean_env.setenv("HEADRACE_DB__NAME", "shop")
+    s = load_settings()
+    url = database_url(s)
+    assert (url.drivername, url.host, url.port, url.username, url.password, url.database) == (
+        "mysql+asyncmy",
+        "aurora.cluster-x.eu-west-1.rds.amazonaws.com",
+        3306,
+        "loader",
+        "p@ss:w/rd",
+        "shop",
+    )
+    assert "p@ss" not in repr(s)
+    assert tls_mode(s, url) == "required"  # not loopback: TLS by default
+
+
+def test_url_and_parts_together_are_refused(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("HEADRACE_DATABASE_URL", "mysql+asyncmy://u:p@db:3306/app")
+    clean_env.setenv("HEADRACE_DB__HOST", "other")
+    with pytest.raises(ConfigError, match="HEADRACE_DATABASE_URL or the HEADRACE_DB__"):
+        load_settings()
+
+
+def test_incomplete_parts_name_what_is_missing(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("HEADRACE_DB__HOST", "db")
+    with pytest.raises(ConfigError) as err:
+        database_url(load_settings())
+    assert str(err.value) == (
+        "incomplete database settings: also set HEADRACE_DB__USER, HEADRACE_DB__NAME, "
+        "HEADRACE_DB__PASSWORD"
+    )
+    clean_env.setenv("HEADRACE_DB__USER", "loader")
+    clean_env.setenv("HEADRACE_DB__NAME", "shop")
+    clean_env.setenv("HEADRACE_DB__IAM_AUTH", "true")  # a token instead of a password
+    assert database_url(load_settings()).password is None
+
+
+def test_no_database_is_an_error_naming_the_variable() -> None:
+    with pytest.raises(ConfigError) as err:
+        database_url(load_settings())
+    assert str(err.value) == NO_DATABASE
+    assert "HEADRACE_DATABASE_URL" in NO_DATABASE
+    assert "\n" not in NO_DATABASE
+
+
+@pytest.mark.parametrize(
+    ("host", "mode"),
+    [
+        ("127.0.0.1", "disabled"),
+        ("localhost", "disabled"),
+        ("::1", "disabled"),
+        ("10.0.0.5", "required"),
+        ("db.example.com", "required"),
+    ],
+)
+def test_tls_required_by_default_off_loopback(
+    clean_env: pytest.MonkeyPatch, host: str, mode: str
+) -> None:
+    url = sa.URL.create("mysql+asyncmy", username="u", host=host, database="d")
+    assert tls_mode(load_settings(), url) == mode
+    clean_env.setenv("HEADRACE_DB__TLS_MODE", "verify-identity")
+    assert tls_mode(load_settings(), url) == "verify-identity"

@@ -19,7 +19,8 @@ from aiohttp import web
 
 __all__ = ["AgentCall", "Failure", "FakeEcsAgent", "unreachable_uri"]
 
-Failure = Literal["500", "failure", "hang", "garbage"]
+Failure = Literal["500", "failure", "hang", "garbage", "redirect", "huge"]
+HUGE_BODY_BYTES = 4 * 1024 * 1024
 TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/headrace/0123456789abcdef"
 
 
@@ -48,6 +49,7 @@ class FakeEcsAgent:
         self.fail_always: Failure | None = None
         self._runner: web.AppRunner | None = None
         self.uri = ""
+        self.redirected = 0  # requests that followed a "redirect" answer
 
     def fail_next(self, *failures: Failure) -> None:
         self._failures.extend(failures)
@@ -55,6 +57,7 @@ class FakeEcsAgent:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_put("/api/{task}/task-protection/v1/state", self._put)
+        app.router.add_put("/redirected", self._redirected)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -97,7 +100,18 @@ class FakeEcsAgent:
         self.calls.append(AgentCall(at, body, status, probe, failure))
         if failure == "garbage":
             return web.Response(status=status, text="<html>not json</html>")
+        if failure == "redirect":
+            raise web.HTTPTemporaryRedirect("/redirected")
+        if failure == "huge":  # a valid answer, padded far beyond what an agent sends
+            _, valid = self._answer(body, None)
+            padded = {**valid, "padding": "x" * HUGE_BODY_BYTES}
+            return web.json_response(padded, dumps=lambda o: orjson.dumps(o).decode())
         return web.json_response(answer, status=status, dumps=lambda o: orjson.dumps(o).decode())
+
+    async def _redirected(self, request: web.Request) -> web.Response:
+        self.redirected += 1
+        _, answer = self._answer(orjson.loads(await request.read()), None)
+        return web.json_response(answer, dumps=lambda o: orjson.dumps(o).decode())
 
     @staticmethod
     def _answer(body: dict[str, Any], failure: Failure | None) -> tuple[int, dict[str, Any]]:
@@ -105,8 +119,10 @@ class FakeEcsAgent:
             return 500, {"error": {"Code": "ServerException", "Message": "agent exploded"}}
         if failure == "failure":
             return 200, {"failure": {"Arn": TASK_ARN, "Reason": "TASK_NOT_VALID"}}
-        if failure == "garbage":
+        if failure in ("garbage", "huge"):
             return 200, {}
+        if failure == "redirect":
+            return 307, {}
         if not isinstance(body.get("ProtectionEnabled"), bool):
             return 400, {"error": {"Code": "InvalidParameterException", "Message": "bad body"}}
         enabled = body["ProtectionEnabled"]

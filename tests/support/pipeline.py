@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cli.datagen import create_example_table, observations
 from cli.verify import verify_source
-from headrace.db import create_engine, migrate
+from headrace.db import create_engine, database_url, migrate
 from headrace.settings import Settings
 from headrace.sqs import sqs_client
 from headrace.tables import ingest_ledger, rejected_rows
@@ -52,7 +52,7 @@ def cli_env_for(settings: Settings, **extra: str) -> dict[str, str]:
     """Environment for `headrace` subprocesses (`python -m cli ...`) pointed at ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
     env.update(
-        HEADRACE_DATABASE_URL=settings.database_url,
+        HEADRACE_DATABASE_URL=database_url(settings).render_as_string(hide_password=False),
         HEADRACE_QUEUE_URL=settings.queue_url or "",
         HEADRACE_SQS_ENDPOINT_URL=settings.sqs_endpoint_url or "",
         HEADRACE_S3_ENDPOINT_URL=settings.s3_endpoint_url or "",

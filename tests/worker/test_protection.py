@@ -156,6 +156,19 @@ async def test_agent_errors_are_retried_with_backoff(agent: FakeEcsAgent) -> Non
         assert not task.done()
 
 
+async def test_redirects_are_not_followed_and_bodies_are_bounded(agent: FakeEcsAgent) -> None:
+    agent.fail_next("redirect", "huge")
+    inflight = _inflight()
+    p = TaskProtection(agent.uri, inflight, expires_min=15, idle_s=60, backoff=FAST_RETRY)
+    async with running(p):
+        inflight.add(_message(0))
+        await agent.wait_for(lambda calls: any(c.ok for c in calls))
+        await _told(p, True)
+    assert [c.failure for c in agent.calls][:3] == ["redirect", "huge", None]
+    assert agent.redirected == 0  # the agent's answer is taken as it is, never followed
+    assert p.failures == 2  # the padded answer was refused, not read whole
+
+
 async def test_a_hanging_agent_times_out(agent: FakeEcsAgent) -> None:
     agent.fail_next("hang")
     inflight = _inflight()
