@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import SecretStr
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -162,7 +161,7 @@ async def open_context(opts: Options, console: Console, work: Path) -> AsyncIter
     try:
         mariadb.start()
         url = mariadb.create_database(DATABASE)
-        base_settings = load_settings()
+        base_settings = load_settings(database_url=url)
         env = child_env(dict(os.environ), base_settings)
         for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
             os.environ[key] = env[key]  # this process's own clients (queue set-up, clean-up)
@@ -170,7 +169,7 @@ async def open_context(opts: Options, console: Console, work: Path) -> AsyncIter
         os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
         moto, endpoint = await _start_moto(work, env)
         settings = base_settings.model_copy(
-            update={"database_url": SecretStr(url), "sqs_endpoint_url": endpoint, "queue_url": None}
+            update={"sqs_endpoint_url": endpoint, "queue_url": None}
         )
         env = child_env(env, settings)
         engine = create_engine(settings, pool_size=4)

@@ -403,6 +403,12 @@ def create_engine(
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    if db.iam_auth and tls_mode(settings, url) == "disabled":
+        # RDS refuses IAM tokens over plaintext, and a token is a 15-minute credential.
+        raise ConfigError(
+            "HEADRACE_DB__IAM_AUTH needs TLS: set HEADRACE_DB__TLS_MODE to required, "
+            "verify-ca or verify-identity"
+        )
     size = pool_size or db.pool_size
     connect_args: dict[str, Any] = {
         "connect_timeout": int(db.connect_timeout_s),

@@ -162,3 +162,18 @@ def test_unavailable_and_statement_errors_are_told_apart() -> None:
     assert "unavailable" in str(database_error(lost, url))
     syntax = sa.exc.ProgrammingError("SELEC 1", {}, Exception(1064, "syntax"))
     assert database_error(syntax, url) is None
+
+
+def test_iam_auth_without_tls_is_refused() -> None:
+    """An IAM token is a credential: it never travels in plaintext."""
+    settings = Settings(
+        db={  # type: ignore[arg-type]
+            "host": "aurora.example",
+            "user": "loader",
+            "name": "app",
+            "iam_auth": True,
+            "tls_mode": "disabled",
+        }
+    )
+    with pytest.raises(ConfigError, match="HEADRACE_DB__IAM_AUTH needs TLS"):
+        create_engine(settings, auth_token=lambda host, port, user: "token")

@@ -37,6 +37,7 @@ class TcpProxy(LoopThread):
         self._arm: _Arm | None = None
         self.port = 0
         self.connections = 0
+        self.refused = 0  # connections refused by refuse()
         self.bytes_down = 0  # server → client
         self.cuts = 0  # connections cut by cut_after
         self._handlers: set[asyncio.Task[None]] = set()
@@ -125,6 +126,7 @@ class TcpProxy(LoopThread):
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         if self._refusing:
+            self.refused += 1
             reset(client_w.transport)
             return
         try:
