@@ -10,8 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.pipeline import cli_env_for, wait_for_ledger
+from support.tcpproxy import TcpProxy
 
 from cli.datagen import generate_csv
 from headrace.envelope import Envelope
@@ -20,6 +22,7 @@ from headrace.metrics import ProducerMetrics, WorkerMetrics
 from headrace.settings import Settings
 from headrace.sqs import sqs_client
 from producer.app import produce
+from testbed.mariadb import MariaDBServer
 from testbed.moto import QueuePair
 from worker.app import Worker
 from worker.inflight import InFlight, Message
@@ -152,3 +155,36 @@ async def test_worker_moves_its_metrics_and_serves_them(
         assert (await _get(port, "/readyz"))[0] == 503  # stopped: not ready
         assert await _health_cli(settings, port, "--ready") == 1
     assert await _health_cli(settings, port) == 1  # nothing listens any more
+
+
+async def test_not_ready_while_the_circuit_is_open(
+    tmp_path: Path, settings: Settings, engine: AsyncEngine, mariadb: MariaDBServer
+) -> None:
+    """/readyz answers 503 while the database cannot take work, 200 once it can again."""
+    data = generate_csv(tmp_path / "r.csv", 200, seed=13)
+    assert settings.database_url is not None
+    url = settings.database_url.get_secret_value()
+    with TcpProxy(mariadb.host, mariadb.port) as proxy:
+        proxied = settings.model_copy(
+            update={"database_url": SecretStr(url.replace(f":{mariadb.port}/", f":{proxy.port}/"))}
+        )
+        metrics = WorkerMetrics()
+        worker = Worker(proxied, metrics=metrics)
+        task = asyncio.create_task(worker.run())
+        try:
+            async with serving(0, metrics.registry, ready=worker.ready) as port:
+                assert port is not None
+                await _until(lambda: worker.ready(), "ready")
+                proxy.refuse()  # from now on, no new connection reaches the database
+                proxy.cut()  # and the pooled ones are gone
+                report = await produce(settings, str(data.path), "observations")  # direct
+                await _until(lambda: metrics.value("headrace_circuit_open") == 1, "open")
+                assert (await _get(port, "/readyz"))[0] == 503
+                assert (await _get(port, "/healthz"))[0] == 200  # alive all the same
+                proxy.refuse(False)
+                await _until(lambda: metrics.value("headrace_circuit_open") == 0, "closed", 90)
+                assert (await _get(port, "/readyz"))[0] == 200
+                await wait_for_ledger(engine, report.run_id, report.total_messages)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 60)
