@@ -2,13 +2,15 @@
 
 ``HEADRACE_FAILPOINT="worker.after_commit:crash"`` (comma-separated for several) arms them;
 actions are ``crash`` (SIGKILL of the own process: no cleanup, like a lost task),
-``sleep=SECONDS`` and ``raise=MESSAGE`` (a RuntimeError). An optional ``@N`` after the action
-fires only on the N-th hit (``worker.after_commit:crash@3``). The variable is read once, at the
-first hit; when it is unset a hit is one dictionary lookup.
+``sleep=SECONDS``, ``raise=MESSAGE`` (a RuntimeError) and ``until=PATH`` (wait until the file
+exists: a test holds the process at that point until it has seen what it needs). An optional
+``@N`` after the action fires only on the N-th hit (``worker.after_commit:crash@3``). The
+variable is read once, at the first hit; when it is unset a hit is one dictionary lookup.
 
-Points: ``producer.after_send`` (sent, checkpoint not yet saved),
-``worker.before_commit`` (rows inserted, transaction open), ``worker.after_commit``
-(committed, messages not yet deleted), ``worker.heartbeat`` (before extending visibility).
+Points: ``producer.after_send`` (sent, checkpoint not yet saved), ``worker.before_receive``
+(a poller about to receive), ``worker.before_commit`` (rows inserted, transaction open),
+``worker.after_commit`` (committed, messages not yet deleted), ``worker.heartbeat`` (before
+extending visibility).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def _parse(spec: str) -> dict[str, _Point]:
         name, _, action = item.partition(":")
         action, _, nth = action.partition("@")
         verb, _, arg = action.partition("=")
-        if verb not in ("crash", "sleep", "raise"):
+        if verb not in ("crash", "sleep", "raise", "until"):
             raise ValueError(f"{ENV}: unknown action {verb!r} in {item!r}")
         points[name] = _Point(verb, arg, int(nth) if nth else 0)
     return points
@@ -72,5 +74,13 @@ async def hit(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif point.action == "sleep":
         await asyncio.sleep(float(point.arg or 1))
+    elif point.action == "until":
+        await _until_exists(point.arg)
     else:
         raise RuntimeError(f"failpoint {name}: {point.arg or 'injected failure'}")
+
+
+async def _until_exists(path: str) -> None:
+    """Poll for a file another process creates (no event can cross the process boundary)."""
+    while not os.path.exists(path):  # noqa: ASYNC110 - the signal is a file, not an event
+        await asyncio.sleep(0.05)

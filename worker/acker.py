@@ -22,10 +22,13 @@ log = structlog.get_logger("worker.acker")
 
 
 class Acker:
-    def __init__(self, queue: Queue, inflight: InFlight, metrics: WorkerMetrics) -> None:
+    def __init__(
+        self, queue: Queue, inflight: InFlight, metrics: WorkerMetrics, *, max_delay_s: int
+    ) -> None:
         self._queue = queue
         self._inflight = inflight
         self._metrics = metrics
+        self._max_delay_s = max_delay_s
 
     async def delete(self, messages: list[Message]) -> None:
         """Delete committed messages and stop holding them."""
@@ -39,14 +42,33 @@ class Acker:
                 log.warning("delete_entry_failed", code=code, message_id=messages[index].message_id)
         await self._inflight.remove(messages)
 
-    async def release(
-        self, messages: Sequence[Message], delay_s: int = 0, *, outcome: str = "released"
-    ) -> None:
-        """Hand messages back unapplied (visible again after ``delay_s``), counted under
-        ``outcome`` (``poison``: never deleted, so SQS moves them to the DLQ in the end)."""
+    async def release(self, messages: Sequence[Message], delay_s: int = 0) -> None:
+        """Hand messages back unapplied (visible again after ``delay_s``)."""
         if messages:
             await self.set_visibility([m.receipt for m in messages], delay_s, messages)
-            self._metrics.messages.labels(outcome).inc(len(messages))
+            self._metrics.messages.labels("released").inc(len(messages))
+        await self._inflight.remove(list(messages))
+
+    async def poison(
+        self, message_id: str, receipt: str, receive_count: int, exc: BaseException
+    ) -> None:
+        """A message that cannot be applied: never deleted, visible again after a delay that
+        grows with its receive count, so SQS moves it to the DLQ after ``maxReceiveCount``."""
+        self._metrics.messages.labels("poison").inc()
+        delay = min(self._max_delay_s, 2 ** min(receive_count, 10))
+        log.error(
+            "poison_message",
+            message_id=message_id,
+            receive_count=receive_count,
+            error=str(exc)[:500],
+            retry_in_s=delay,
+        )
+        await self.set_visibility([receipt], delay)
+
+    async def poison_held(self, messages: Sequence[Message], exc: BaseException) -> None:
+        """:meth:`poison` for messages this worker holds, which it then stops holding."""
+        for m in messages:
+            await self.poison(m.message_id, m.receipt, m.receive_count, exc)
         await self._inflight.remove(list(messages))
 
     async def set_visibility(

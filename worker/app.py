@@ -31,7 +31,7 @@ from worker.acker import Acker
 from worker.buffer import Batch, Buffer
 from worker.circuit import Circuit
 from worker.heartbeat import Heartbeat
-from worker.inflight import InFlight, Message
+from worker.inflight import InFlight
 from worker.parts import Parts
 from worker.poller import Poller
 from worker.protection import TaskProtection
@@ -135,13 +135,13 @@ class Worker:
         w = self.settings.worker
         self.started = True
         tables = Tables(engine, allowed=w.tables, timeout_s=self.settings.db.statement_timeout_s)
-        acker = Acker(queue, self._inflight, self.metrics)
+        acker = Acker(queue, self._inflight, self.metrics, max_delay_s=w.visibility_timeout_s)
         circuit = Circuit(
             engine,
             tables,
             self.metrics,
             resume=self._batches.put,
-            expire=lambda batch, exc: self._poison(acker, batch.messages, exc),
+            expire=lambda batch, exc: acker.poison_held(batch.messages, exc),
             probe_timeout_s=self.settings.db.connect_timeout_s + 5,
             max_park_s=w.max_park_s,
         )
@@ -267,7 +267,7 @@ class Worker:
                 for message in batch.messages:
                     await self._batches.put(Batch(batch.table, batch.columns, [message]))
             else:
-                await self._poison(acker, batch.messages, exc)
+                await acker.poison_held(batch.messages, exc)
             return
         await failpoints.hit("worker.after_commit")
         await acker.delete(batch.messages)
@@ -299,22 +299,6 @@ class Worker:
             statements=result.statements,
             seconds=round(time.perf_counter() - started, 4),
         )
-
-    async def _poison(self, acker: Acker, messages: list[Message], exc: BaseException) -> None:
-        """Messages that cannot be applied: back to the queue with a growing delay, never
-        deleted, so SQS moves them to the DLQ after ``maxReceiveCount`` receives."""
-        for message in messages:
-            delay = min(
-                self.settings.worker.visibility_timeout_s, 2 ** min(message.receive_count, 10)
-            )
-            log.error(
-                "poison_message",
-                message_id=message.message_id,
-                receive_count=message.receive_count,
-                error=str(exc)[:500],
-                retry_in_s=delay,
-            )
-            await acker.release([message], delay, outcome="poison")
 
     # --- stopping ----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import time
 import structlog
 from sqlalchemy.exc import DBAPIError
 
+from headrace import failpoints
 from headrace.envelope import Envelope, decode, verify_signature
 from headrace.errors import EnvelopeError, QueueError, SchemaError, TableNotFound
 from headrace.retry import Backoff
@@ -58,6 +59,7 @@ class Poller:
             room = await self._inflight.wait_for_room()
             if self._stopping.is_set():
                 return
+            await failpoints.hit("worker.before_receive")
             self.receiving = True
             try:
                 received = await self._queue.receive(
@@ -140,16 +142,7 @@ class Poller:
 
     async def _poison(self, raw: Received, exc: Exception) -> None:
         """Leave a bad message to SQS's redrive: never delete it, back off its visibility."""
-        self._metrics.messages.labels("poison").inc()
-        delay = min(self._settings.visibility_timeout_s, 2 ** min(raw.receive_count, 10))
-        log.error(
-            "poison_message",
-            message_id=raw.message_id,
-            receive_count=raw.receive_count,
-            error=str(exc)[:500],
-            retry_in_s=delay,
-        )
-        await self._hand_back(raw, delay)
+        await self._acker.poison(raw.message_id, raw.receipt, raw.receive_count, exc)
 
     async def _hand_back(self, raw: Received, delay_s: int) -> None:
         """A message never held: visible again after ``delay_s`` (best effort)."""
