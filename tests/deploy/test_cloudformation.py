@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -443,3 +444,8 @@ def test_drop_rule_runs_the_producer_container_with_the_key_and_table(
         "observations",
     ]
 
+
+def test_template_path_is_where_the_guide_says() -> None:
+    guide = (ROOT / "deploy" / "README.md").read_text()
+    assert str(TEMPLATE.relative_to(ROOT)) in guide
+    assert Path(TEMPLATE).exists()
