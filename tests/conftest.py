@@ -64,6 +64,10 @@ SERVICE_NAMES = frozenset(
         "run_producer",
         "start_worker",
         "create_subprocess_exec",
+        # tests/support/deploy.py: the linters of the image and the stack (hadolint,
+        # cfn-lint, checkov) run as processes.
+        "run_tool",
+        "run_checkov",
     }
 )
 

@@ -16,8 +16,15 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
-from support.deploy import ROOT, TEMPLATE, dev_tool, dockerfile_stages, load_template, run_checkov
-from support.deploy import run_tool as run_linter
+from support.deploy import (
+    ROOT,
+    TEMPLATE,
+    dev_tool,
+    dockerfile_stages,
+    load_template,
+    run_checkov,
+    run_tool,
+)
 
 from headrace.settings import Settings, WorkerSettings
 
@@ -83,7 +90,7 @@ TASKS = ("WorkerTaskDefinition", "ProducerTaskDefinition", "MigrateTaskDefinitio
 
 
 def test_cfn_lint_reports_nothing() -> None:
-    code, output = run_linter(dev_tool("cfn-lint"), "--format", "parseable", TEMPLATE)
+    code, output = run_tool(dev_tool("cfn-lint"), "--format", "parseable", TEMPLATE)
     assert code == 0, f"cfn-lint:\n{output}"
     assert not output.strip(), f"cfn-lint:\n{output}"
 

@@ -21,8 +21,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.deploy import DOCKERFILE, ROOT, Stage, dev_tool, dockerfile_stages, run_checkov
-from support.deploy import run_tool as run_linter
+from support.deploy import (
+    DOCKERFILE,
+    ROOT,
+    Stage,
+    dev_tool,
+    dockerfile_stages,
+    run_checkov,
+    run_tool,
+)
 
 from testbed.servers import pick_port
 
@@ -38,7 +45,7 @@ def stages() -> list[Stage]:
 
 
 def test_hadolint_is_clean() -> None:
-    code, output = run_linter(dev_tool("hadolint"), "--no-color", DOCKERFILE)
+    code, output = run_tool(dev_tool("hadolint"), "--no-color", DOCKERFILE)
     assert code == 0, f"hadolint:\n{output}"
     assert not output.strip(), f"hadolint:\n{output}"
 
