@@ -19,11 +19,11 @@ from pydantic import BaseModel
 from support.deploy import (
     ROOT,
     TEMPLATE,
+    assert_checkov_passes,
+    assert_silent,
     dev_tool,
     dockerfile_stages,
     load_template,
-    run_checkov,
-    run_tool,
 )
 
 from headrace.settings import Settings, WorkerSettings
@@ -90,15 +90,11 @@ TASKS = ("WorkerTaskDefinition", "ProducerTaskDefinition", "MigrateTaskDefinitio
 
 
 def test_cfn_lint_reports_nothing() -> None:
-    code, output = run_tool(dev_tool("cfn-lint"), "--format", "parseable", TEMPLATE)
-    assert code == 0, f"cfn-lint:\n{output}"
-    assert not output.strip(), f"cfn-lint:\n{output}"
+    assert_silent(dev_tool("cfn-lint"), "--format", "parseable", TEMPLATE)
 
 
 def test_checkov_fails_nothing() -> None:
-    code, output = run_checkov(TEMPLATE, "cloudformation")
-    assert code == 0, f"checkov:\n{output}"
-    assert re.search(r"Failed checks: 0\b", output), output
+    assert_checkov_passes(TEMPLATE, "cloudformation")
 
 
 def test_every_checkov_skip_says_why(resources: dict[str, Any]) -> None:

@@ -25,10 +25,10 @@ from support.deploy import (
     DOCKERFILE,
     ROOT,
     Stage,
+    assert_checkov_passes,
+    assert_silent,
     dev_tool,
     dockerfile_stages,
-    run_checkov,
-    run_tool,
 )
 
 from testbed.servers import pick_port
@@ -45,15 +45,11 @@ def stages() -> list[Stage]:
 
 
 def test_hadolint_is_clean() -> None:
-    code, output = run_tool(dev_tool("hadolint"), "--no-color", DOCKERFILE)
-    assert code == 0, f"hadolint:\n{output}"
-    assert not output.strip(), f"hadolint:\n{output}"
+    assert_silent(dev_tool("hadolint"), "--no-color", DOCKERFILE)
 
 
 def test_checkov_passes_the_dockerfile() -> None:
-    code, output = run_checkov(DOCKERFILE, "dockerfile")
-    assert code == 0, f"checkov:\n{output}"
-    assert re.search(r"Failed checks: 0\b", output), output
+    assert_checkov_passes(DOCKERFILE, "dockerfile")
 
 
 def test_two_stages_and_the_final_one_runs_headrace_as_non_root(stages: list[Stage]) -> None:

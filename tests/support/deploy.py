@@ -9,6 +9,7 @@ from its own venv, ``.venv-checkov`` (``make checkov``; ``make test`` builds it)
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -53,9 +54,18 @@ def run_tool(*args: str | Path, timeout_s: float = 300) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
-def run_checkov(path: Path, framework: str) -> tuple[int, str]:
-    """checkov on one file, offline (no guideline download, no upload), compact output."""
-    return run_tool(
+def assert_silent(tool: str, *args: str | Path) -> None:
+    """The linter exits 0 and prints nothing (no error, warning or note)."""
+    code, output = run_tool(tool, *args)
+    name = Path(tool).name
+    assert code == 0, f"{name} (exit {code}):\n{output}"
+    assert not output.strip(), f"{name}:\n{output}"
+
+
+def assert_checkov_passes(path: Path, framework: str) -> str:
+    """checkov on one file, offline (no guideline download, no upload): no failed check
+    (skips must be written in the file, with their reason). Returns its report."""
+    code, output = run_tool(
         checkov(),
         "--file",
         path,
@@ -67,6 +77,9 @@ def run_checkov(path: Path, framework: str) -> tuple[int, str]:
         "--output",
         "cli",
     )
+    assert code == 0, f"checkov (exit {code}):\n{output}"
+    assert re.search(r"Failed checks: 0\b", output), output
+    return output
 
 
 @dataclass
