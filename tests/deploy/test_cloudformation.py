@@ -398,9 +398,17 @@ def test_roles_are_scoped_to_their_resources(resources: dict[str, Any]) -> None:
     dlq_depth = [
         s["Resource"]
         for s in _statements(resources["WorkerTaskRole"])
-        if _actions(s) == ["sqs:GetQueueAttributes"]
+        if "sqs:ReceiveMessage" not in _actions(s) and "sqs:GetQueueAttributes" in _actions(s)
     ]
     assert dlq_depth == [{"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}]
+    dlq_actions = {
+        action
+        for s in _statements(resources["WorkerTaskRole"])
+        if s["Resource"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+        for action in _actions(s)
+    }
+    # GetQueueUrl: SqsQueue.dead_letter resolves the DLQ's URL from the RedrivePolicy's ARN.
+    assert dlq_actions == {"sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
     s3 = resource_of("ProducerTaskRole", "s3:GetObject")["Fn::Sub"]
     assert s3.endswith(":s3:::${DropBucketName}/${DropPrefix}*")
     protection = resource_of("WorkerTaskRole", "ecs:UpdateTaskProtection")["Fn::Sub"]
