@@ -210,3 +210,11 @@ def test_image_venv_ships_the_migrations(image_venv: Path) -> None:
     found = list(image_venv.glob("lib/python3.*/site-packages/migrations/versions/0001_*.py"))
     assert found, "migrations/versions is not in the wheel"
     assert list(image_venv.glob("lib/python3.*/site-packages/migrations/script.py.mako"))
+
+
+def test_image_refuses_the_demo_clearly(image_venv: Path) -> None:
+    """The demo's embedded services are not in the image: a one-line error naming the extra."""
+    done = _as_image_user(image_venv, "demo", "--rows", "10", port=pick_port())
+    assert done.returncode == 2, f"headrace demo:\n{done.stdout}{done.stderr}"
+    assert "pip install 'headrace[demo]'" in done.stderr
+    assert "Traceback" not in done.stderr
