@@ -221,7 +221,7 @@ class WorkerMetrics(Metrics):
         )
         self.batches = Counter(
             "headrace_batches_total",
-            "Flushes, by outcome: committed or failed (released for another try).",
+            "Flushes, by outcome: committed or failed (retried message by message; alone: poison).",
             ["outcome"],
             registry=r,
         )
