@@ -247,11 +247,9 @@ async def _reflect(engine: AsyncEngine, table: str) -> TableSchema:
         return await reflect_table(conn, table)
 
 
-def _check_reject_cap(
-    cap: int | None, report: ProduceReport, rejects: list[Reject], source: str
-) -> None:
+def _check_reject_cap(cap: int | None, rejected: int, rejects: list[Reject], source: str) -> None:
     """Stop the run once more rows than ``producer.max_rejects_per_file`` were rejected."""
-    if cap is None or report.rows_rejected <= cap:
+    if cap is None or rejected <= cap:
         return
     first = rejects[0] if rejects else None
     raise InputError(
@@ -302,7 +300,9 @@ class _Run:
         )
         messages_sent, bytes_sent = m.messages.labels(table), m.bytes.labels(table, "sent")
         bytes_read, progress = m.bytes.labels(table, "read"), m.progress.labels(table)
-        position = [0]  # source bytes counted so far
+        # What this run has counted so far (rows read, rows rejected, source bytes): kept
+        # here too, so the per-chunk step needs no walk over the registry.
+        counted = {"rows": 0, "rejected": 0, "bytes": 0}
 
         def on_sent(message: EncodedMessage) -> None:
             checkpoint.mark_sent(message.seq)
@@ -327,12 +327,13 @@ class _Run:
             await sender.submit(message)
 
         def count_read() -> None:
-            rows_read.inc(reader.rows_read - report.rows_read)
+            rows_read.inc(reader.rows_read - counted["rows"])
+            counted["rows"] = reader.rows_read
             now = reader.bytes_read
-            bytes_read.inc(max(0, now - position[0]))
-            position[0] = max(position[0], now)
+            bytes_read.inc(max(0, now - counted["bytes"]))
+            counted["bytes"] = max(counted["bytes"], now)
             if report.source_bytes:
-                progress.set(min(1.0, position[0] / report.source_bytes))
+                progress.set(min(1.0, counted["bytes"] / report.source_bytes))
 
         async with sender, aclosing(read_chunks(reader, threaded=threaded)) as chunks:
             async for chunk in chunks:
@@ -342,7 +343,10 @@ class _Run:
                 rejects = sorted(chunk.rejects + valid.rejects, key=lambda r: r.line)
                 count_read()
                 rows_rejected.inc(len(rejects))
-                _check_reject_cap(p.max_rejects_per_file, report, rejects, reader.source)
+                counted["rejected"] += len(rejects)
+                _check_reject_cap(
+                    p.max_rejects_per_file, counted["rejected"], rejects, reader.source
+                )
                 for message in packer.add_columns(valid.columns, valid.lines, rejects):
                     await dispatch(message)
                 if checkpoint.watermark - checkpoint.persisted >= p.checkpoint_every_messages:

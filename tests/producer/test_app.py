@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support.tcpproxy import TcpProxy
 
 from cli.datagen import generate_csv
+from headrace.errors import InputError
 from headrace.settings import Settings
 from producer.app import produce
 from testbed.mariadb import MariaDBServer
@@ -42,3 +43,16 @@ async def test_database_calls_are_retried_while_the_database_refuses(
         report = await asyncio.wait_for(run, 120)
     assert report.rows_read == 1_000
     assert report.messages_sent == report.total_messages > 0
+
+
+async def test_a_run_stops_past_max_rejects_per_file(tmp_path: Path, settings: Settings) -> None:
+    """producer.max_rejects_per_file: more rejected rows than that stop the run (exit 2)."""
+    data = generate_csv(tmp_path / "bad.csv", 2_000, seed=6, bad_ratio=0.05)
+    assert data.bad_rows > 3
+    capped = settings.model_copy(
+        update={"producer": settings.producer.model_copy(update={"max_rejects_per_file": 3})}
+    )
+    with pytest.raises(InputError, match="more than 3 rows rejected"):
+        await produce(capped, str(data.path), "observations")
+    uncapped = await produce(settings, str(data.path), "observations")
+    assert uncapped.rows_rejected == data.bad_rows
