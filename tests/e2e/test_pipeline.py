@@ -104,12 +104,25 @@ async def test_scenario_11_two_workers_get_the_same_messages_concurrently(
                 bodies.append((m["Body"], m.get("MessageAttributes", {})))
         for body, attrs in bodies:
             await client.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=attrs)  # type: ignore[arg-type]
-    # Neither may hold more than 10 messages, so neither can take the whole queue.
+    # Neither may hold more than 10 messages, so neither can take the whole queue; and both
+    # are held before their first receive until both are there (a fail-point waiting for a
+    # file), so a worker that starts faster cannot drain the queue alone.
     w = settings.worker.model_copy(
         update={"idle_exit_s": 2.0, "flush_rows": 1000, "max_inflight_messages": 10}
     )
-    workers = [Worker(settings.model_copy(update={"worker": w})) for _ in range(2)]
-    both = await asyncio.wait_for(asyncio.gather(*(x.run() for x in workers)), timeout=120)
+    go = tmp_path / "go"
+    failpoints.reset(f"worker.before_receive:until={go}")
+    try:
+        workers = [Worker(settings.model_copy(update={"worker": w})) for _ in range(2)]
+        runs = asyncio.gather(*(x.run() for x in workers))
+        deadline = time.monotonic() + 60
+        while failpoints.hits("worker.before_receive") < 2:  # a poller of each is waiting
+            assert time.monotonic() < deadline, "the workers never got to their first receive"
+            await asyncio.sleep(0.05)
+        go.touch()
+        both = await asyncio.wait_for(runs, timeout=120)
+    finally:
+        failpoints.reset("")
     assert all(s.messages_received > 0 for s in both), both  # both really worked
     assert sum(s.messages_applied for s in both) == report["total_messages"]
     assert sum(s.messages_duplicate for s in both) == report["total_messages"]
