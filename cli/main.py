@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 
+from cli.csvflags import add_format_flags, apply_format_flags
 from headrace.errors import HeadraceError
 from headrace.logs import configure_logging
 from headrace.runtime import run
@@ -29,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="path of the CSV file, or s3://bucket/key")
     p.add_argument("--table", required=True, help="target table (must exist; columns are checked)")
     p.add_argument("--queue-url", help="overrides HEADRACE_QUEUE_URL")
+    add_format_flags(p, writing=True)
 
     w = sub.add_parser("worker", help="consume the queue into the database until SIGTERM")
     w.add_argument("--queue-url", help="overrides HEADRACE_QUEUE_URL")
@@ -69,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     v.add_argument("source", help="path of the CSV file, or s3://bucket/key")
     v.add_argument("--table", required=True)
+    add_format_flags(v, writing=False)
     return parser
 
 
@@ -205,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_gc()
     try:
         settings = load_settings()
+        if args.command in ("produce", "verify"):
+            settings = apply_format_flags(settings, args)
         if args.command == "demo":
             configure_logging("WARNING", settings.log_format)
         else:

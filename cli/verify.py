@@ -168,12 +168,14 @@ class _SourcePass:
         from producer.reader import open_reader, read_chunks
 
         source = self._source
+        fmt = self._settings.producer.csv
+        schema = self._schema.typed(fmt)
         reader = await open_reader(source, self._settings.producer)
         try:
-            self.specs = self._schema.resolve_header(reader.header, source=source.uri)
+            self.specs, layout = schema.resolve_columns(reader.header, fmt, source=source.uri)
             self.names = [s.name for s in self.specs]
             async for chunk in read_chunks(reader, threaded=source.threaded):
-                valid = self._schema.validate(self.specs, chunk.rows, chunk.lines)
+                valid = schema.validate(self.specs, chunk.rows, chunk.lines, layout)
                 self.producer_rejects.update(r.line for r in chunk.rejects)
                 self.producer_rejects.update(r.line for r in valid.rejects)
                 self.unseen_refused.difference_update(r.line for r in chunk.rejects)

@@ -38,14 +38,19 @@ __all__ = [
     "Column",
     "Fast",
     "Rule",
+    "bool_rule",
     "bytes_rule",
     "chars_rule",
     "check_column",
     "datetime_rule",
+    "decimal_comma",
     "decimal_rule",
     "enum_rule",
     "int_rule",
+    "mapped",
+    "time_rule",
     "with_empties",
+    "with_nulls",
 ]
 
 Check = Callable[[str], str | None]
@@ -57,10 +62,6 @@ Rule = tuple[Check, Fast]
 
 # re.ASCII: \d must not match other scripts' digits (int("١٢") works, MySQL refuses it).
 _INT_RE = re.compile(r"[+-]?\d+", re.ASCII)
-_DATETIME_RE = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?", re.ASCII
-)
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 # Calendar-exact forms for the fast path: every month/day pair that exists in any year (only
 # 02-29 then needs a leap-year check) and times within 00:00:00..23:59:59.
 _MONTH_DAY = (
@@ -68,11 +69,6 @@ _MONTH_DAY = (
     r"|(?:0[13578]|1[02])-31|02-29)"
 )
 _STRICT_DATE_RE = re.compile(rf"\d{{4}}-{_MONTH_DAY}", re.ASCII)
-_STRICT_DATETIME_RE = re.compile(
-    rf"\d{{4}}-{_MONTH_DAY}(?: (?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{{1,6}})?)?)?",
-    re.ASCII,
-)
-_TIME_RE = re.compile(r"-?\d{1,3}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?", re.ASCII)
 _FLOAT_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 BOOL_WORDS = {
     "1": "1",
@@ -113,6 +109,8 @@ class Column(Protocol):
     def check(self) -> Check: ...
     @property
     def fast(self) -> Fast: ...
+    @property
+    def nulls(self) -> frozenset[str]: ...
 
 
 # --- checking a column ---------------------------------------------------------------------
@@ -151,6 +149,8 @@ def check_column(
 
 
 def _check_value(spec: Column, value: str) -> str | None:
+    if spec.nulls and (value == "" or value in spec.nulls):
+        return _marker_value(spec, value)
     if value == "":
         if spec.nullable:
             return None
@@ -160,6 +160,53 @@ def _check_value(spec: Column, value: str) -> str | None:
     if "\x00" in value:
         raise ValueError(f"contains a NUL character at offset {value.index(chr(0))}")
     return spec.check(value)
+
+
+def _marker_value(spec: Column, value: str) -> str | None:
+    """A null marker, or an empty field when markers are given (module docstring)."""
+    if value in spec.nulls:
+        if spec.nullable:
+            return None
+        raise ValueError(f"is a null marker but column {spec.name!r} is NOT NULL")
+    if spec.kind in ("string", "text"):
+        return ""
+    shown = ", ".join(repr(m) for m in sorted(spec.nulls))
+    raise ValueError(f"is empty and not a null marker ({shown})")
+
+
+def with_nulls(fast: Fast, nulls: frozenset[str], *, nullable: bool) -> Fast:
+    """The fast path with null markers: a marker is NULL (nullable columns); anything else,
+    an empty field included, goes to ``fast`` or, when it fails, value by value."""
+
+    def wrapped(col: Sequence[str]) -> Sequence[str | None] | None:
+        if nulls.isdisjoint(col):
+            return None if "" in col else fast(col)
+        if not nullable:
+            return None  # the value-by-value path says which row and why
+        present = [v for v in col if v not in nulls]
+        if "" in present:
+            return None
+        checked = fast(present) if present else present
+        if checked is None:
+            return None
+        values = iter(checked)
+        return [None if v in nulls else next(values) for v in col]
+
+    return wrapped
+
+
+def mapped(check: Check) -> Fast:
+    """A fast path that is ``check`` over the column (rules whose values are rewritten)."""
+
+    def fast(col: Sequence[str]) -> Sequence[str | None] | None:
+        if not col or "" in col:
+            return None
+        try:
+            return list(map(check, col))
+        except ValueError:
+            return None
+
+    return fast
 
 
 def with_empties(fast: Fast, *, nullable: bool, text: bool) -> Fast:
@@ -265,25 +312,40 @@ def _pattern_rule(pattern: re.Pattern[str], reason: str) -> Rule:
 FLOAT_RULE = _pattern_rule(_FLOAT_RE, "is not a number")
 
 
-def datetime_rule(kind: str, lo_year: int, hi_year: int) -> Rule:
-    """DATETIME/TIMESTAMP (``kind`` "datetime") or DATE ("date") within the given years."""
-    pattern = _DATE_RE if kind == "date" else _DATETIME_RE
+def _strict_datetime_re(fsp: int) -> re.Pattern[str]:
+    frac = rf"(?:\.\d{{1,{fsp}}})?" if fsp else ""
+    return re.compile(
+        rf"\d{{4}}-{_MONTH_DAY}(?: (?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d{frac})?)?", re.ASCII
+    )
+
+
+def datetime_rule(
+    kind: str,
+    lo_year: int,
+    hi_year: int,
+    *,
+    fsp: int = 6,
+    zone: dt.tzinfo | None = None,
+    formats: Sequence[str] = (),
+) -> Rule:
+    """DATETIME/TIMESTAMP (``kind`` "datetime") or DATE ("date") within the given years.
+
+    ISO 8601 with ``T`` or a space, at most ``fsp`` fractional digits that are not zeros (the
+    column's precision: more would be rounded), and for date-times a ``Z`` or ``±hh:mm``
+    offset: such a value is converted to UTC. ``zone`` is the zone of naive values (TIMESTAMP
+    columns with ``--timezone``), converted to UTC too. ``formats`` are strptime layouts
+    tried when a value is not ISO 8601.
+    """
     parse = dt.date.fromisoformat if kind == "date" else dt.datetime.fromisoformat
-    expected = "YYYY-MM-DD" if kind == "date" else "YYYY-MM-DD HH:MM:SS"
     lo_text, hi_text = f"{lo_year:04d}", f"{hi_year:04d}"
+    spec = _Temporal(kind, lo_year, hi_year, fsp, zone, tuple(formats))
 
     def check(v: str) -> str:
-        if not pattern.fullmatch(v):
-            raise ValueError(f"is not a {kind.upper()} (expected {expected})")
-        try:
-            value = parse(v)
-        except ValueError:
-            raise ValueError(f"is not a valid {kind}") from None
-        if not lo_year <= value.year <= hi_year:
-            raise ValueError(f"is out of range (years {lo_year}..{hi_year})")
-        return v if kind == "date" else v.replace("T", " ")
+        return spec.check(v)
 
-    strict = _STRICT_DATE_RE if kind == "date" else _STRICT_DATETIME_RE
+    if zone is not None or formats:
+        return check, mapped(check)
+    strict = _STRICT_DATE_RE if kind == "date" else _strict_datetime_re(fsp)
 
     def fast(col: Sequence[str]) -> Sequence[str] | None:
         # One C-level regex a value ("T" separators fail it and are rewritten on the slow path).
@@ -302,7 +364,129 @@ def datetime_rule(kind: str, lo_year: int, hi_year: int) -> Rule:
     return check, fast
 
 
-TIME_RULE = _pattern_rule(_TIME_RE, "is not a TIME (expected HH:MM:SS)")
+_ISO_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})"
+    r"(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}(?::?\d{2})?)?)?",
+    re.ASCII,
+)
+
+
+class _Temporal:
+    """The value-by-value check of :func:`datetime_rule`."""
+
+    def __init__(
+        self,
+        kind: str,
+        lo_year: int,
+        hi_year: int,
+        fsp: int,
+        zone: dt.tzinfo | None,
+        formats: tuple[str, ...],
+    ) -> None:
+        self.kind, self.lo_year, self.hi_year, self.fsp = kind, lo_year, hi_year, fsp
+        self.zone, self.formats = zone, formats
+        layouts = ", ".join(formats)
+        base = "YYYY-MM-DD" if kind == "date" else "YYYY-MM-DD HH:MM:SS"
+        self.expected = f"{base}, {layouts}" if layouts else base
+        self._out_of_range = f"is out of range (years {lo_year}..{hi_year})"
+
+    def check(self, v: str) -> str:
+        m = _ISO_RE.fullmatch(v)
+        if m is not None and (self.kind == "datetime" or m.group(4) is None):
+            value, exact = self._from_iso(m)
+        else:
+            value, exact = self._from_formats(v), False
+        if value.tzinfo is None and self.zone is not None:
+            value, exact = _localize(value, self.zone), False
+        if value.tzinfo is not None:
+            try:
+                value = value.astimezone(dt.UTC).replace(tzinfo=None)
+            except OverflowError:
+                raise ValueError(self._out_of_range) from None
+        if not self.lo_year <= value.year <= self.hi_year:
+            raise ValueError(self._out_of_range)
+        if self.kind == "date":
+            return v if exact else value.date().isoformat()
+        if exact:
+            return v.replace("T", " ")
+        text = value.isoformat(sep=" ", timespec="seconds")
+        if value.microsecond:
+            text += f".{value.microsecond:06d}".rstrip("0")
+        return text
+
+    def _from_iso(self, m: re.Match[str]) -> tuple[dt.datetime, bool]:
+        year, month, day, hour, minute, second, frac, offset = m.groups()
+        micro = 0
+        if frac:
+            if len(frac) > self.fsp and frac[self.fsp :].strip("0"):
+                raise ValueError(
+                    f"has {len(frac)} fractional digits; the column keeps {self.fsp} "
+                    "(it would be rounded)"
+                )
+            micro = int(frac[:6].ljust(6, "0"))
+        zone = _offset(offset) if offset else None
+        try:
+            value = dt.datetime(
+                int(year),
+                int(month),
+                int(day),
+                int(hour or 0),
+                int(minute or 0),
+                int(second or 0),
+                micro,
+                tzinfo=zone,
+            )
+        except ValueError:
+            raise ValueError(f"is not a valid {self.kind}") from None
+        return value, not offset and (not frac or len(frac) <= self.fsp)
+
+    def _from_formats(self, v: str) -> dt.datetime:
+        for layout in self.formats:
+            if v != v.strip():
+                break
+            try:
+                value = dt.datetime.strptime(v, layout)
+            except ValueError:
+                continue
+            if value.microsecond % 10 ** (6 - self.fsp):
+                raise ValueError(f"has more fractional digits than the column keeps ({self.fsp})")
+            if self.kind == "date" and value.time() != dt.time():
+                raise ValueError("has a time of day but the column is a DATE")
+            return value
+        raise ValueError(f"is not a {self.kind.upper()} (expected {self.expected})")
+
+
+def _offset(text: str) -> dt.timezone:
+    if text == "Z":
+        return dt.UTC
+    digits = text[1:].replace(":", "")
+    hours, minutes = int(digits[:2]), int(digits[2:] or 0)
+    if hours > 23 or minutes > 59:
+        raise ValueError(f"has an invalid UTC offset {text}")
+    delta = dt.timedelta(hours=hours, minutes=minutes)
+    return dt.timezone(-delta if text[0] == "-" else delta)
+
+
+def _localize(value: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
+    """``value`` as a time in ``zone``; refused when a daylight-saving change skips or
+    repeats it (no single instant)."""
+    early, late = value.replace(tzinfo=zone, fold=0), value.replace(tzinfo=zone, fold=1)
+    if early.utcoffset() != late.utcoffset():
+        raise ValueError(f"is skipped or repeated in {zone} (a daylight-saving change)")
+    return early
+
+
+def time_rule(fsp: int = 6) -> Rule:
+    """TIME: [-]H:MM[:SS[.f]] within ±838:59:59, at most ``fsp`` fractional digits."""
+    frac = rf"(?:\.\d{{1,{fsp}}})?" if fsp else ""
+    hours = r"(?:8[0-2]\d|83[0-8]|[0-7]?\d{1,2})"
+    return _pattern_rule(
+        re.compile(rf"-?{hours}:[0-5]\d(?::[0-5]\d{frac})?", re.ASCII),
+        f"is not a TIME (expected HH:MM:SS, at most 838 hours, {fsp} fractional digits)",
+    )
+
+
+TIME_RULE = time_rule()
 
 
 def _bool_check(v: str) -> str:
@@ -318,6 +502,40 @@ def _bool_fast(col: Sequence[str]) -> Sequence[str] | None:
 
 
 BOOL_RULE: Rule = (_bool_check, _bool_fast)
+
+
+def bool_rule(true_words: Sequence[str], false_words: Sequence[str]) -> Rule:
+    """Booleans with more words (``--true``/``--false``) besides :data:`BOOL_WORDS`."""
+    words = dict(BOOL_WORDS)
+    words.update({w.strip().lower(): "1" for w in true_words})
+    words.update({w.strip().lower(): "0" for w in false_words})
+    shown = "/".join(sorted(words))
+
+    def check(v: str) -> str:
+        out = words.get(v.strip().lower())
+        if out is None:
+            raise ValueError(f"is not a boolean ({shown})")
+        return out
+
+    return check, mapped(check)
+
+
+_COMMA_RE = re.compile(r"([+-]?)(\d{1,3}(?:\.\d{3})+|\d*)(?:,(\d+))?([eE][+-]?\d+)?", re.ASCII)
+
+
+def decimal_comma(rule: Rule) -> Rule:
+    """``rule`` for numbers written ``1.234,56``: a comma before the fraction, dots only
+    between groups of three digits; the value is rewritten ``1234.56`` and then checked."""
+    inner = rule[0]
+
+    def check(v: str) -> str | None:
+        m = _COMMA_RE.fullmatch(v)
+        if m is None or not (m.group(2) or m.group(3)):
+            raise ValueError("is not a number written with a decimal comma (1.234,56)")
+        sign, whole, frac, exp = m.groups()
+        return inner(f"{sign}{whole.replace('.', '')}{'.' + frac if frac else ''}{exp or ''}")
+
+    return check, mapped(check)
 
 
 def chars_rule(limit: int) -> Rule:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from sqlalchemy import types as satypes
 from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from headrace.csvformat import CsvFormat
 from headrace.errors import SchemaError, TableNotFound
 from headrace.rules import (
     BOOL_RULE,
@@ -35,19 +37,25 @@ from headrace.rules import (
     TIME_RULE,
     Check,
     Fast,
+    Rule,
+    bool_rule,
     bytes_rule,
     chars_rule,
     check_column,
     datetime_rule,
+    decimal_comma,
     decimal_rule,
     enum_rule,
     int_rule,
+    time_rule,
     with_empties,
+    with_nulls,
 )
 from headrace.tables import INTERNAL_TABLES
 
 __all__ = [
     "ColumnSpec",
+    "Layout",
     "Reject",
     "TableSchema",
     "ValidatedChunk",
@@ -92,10 +100,20 @@ class ColumnSpec:
     fast: Fast
     max_chars: int | None = None  # longest valid text (after normalising); None: unbounded
     scale: int | None = None  # digits after the point of a DECIMAL; None for other kinds
+    nulls: frozenset[str] = frozenset()  # null markers (CsvFormat.nulls); empty: the default
 
     @property
     def required(self) -> bool:
         return not (self.nullable or self.has_default)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which fields of a file's rows are loaded: ``keep`` (indices, in the specs' order) of
+    ``width`` fields (a row with another number of fields is rejected)."""
+
+    width: int
+    keep: tuple[int, ...]
 
 
 @dataclass
@@ -117,12 +135,55 @@ class TableSchema:
                 specs[spec.name] = spec
         return cls(table=table, columns=specs, unique_keys=list(unique_keys))
 
+    def typed(self, fmt: CsvFormat) -> TableSchema:
+        """This table with the typing rules of a file written as ``fmt`` describes (null
+        markers, time zone, date-time layouts, decimal comma, boolean words); itself when
+        ``fmt`` spells values the default way."""
+        if not fmt.typing_changed:
+            return self
+        specs: dict[str, ColumnSpec] = {}
+        for column in self.table.columns:
+            spec = _spec_for(column, fmt)
+            if spec is not None:
+                specs[spec.name] = spec
+        return TableSchema(table=self.table, columns=specs, unique_keys=list(self.unique_keys))
+
+    def resolve_columns(
+        self, header: Sequence[str], fmt: CsvFormat, *, source: str
+    ) -> tuple[list[ColumnSpec], Layout | None]:
+        """:meth:`resolve_header` after ``fmt``'s renames (``--map``) and ignored columns
+        (``--ignore-column``); the layout says which fields to keep (None: all of them)."""
+        from headrace.errors import InputError
+
+        if not (fmt.rename or fmt.ignore):
+            return self.resolve_header(header, source=source), None
+        names = [n.strip() for n in header]
+        if names and names[0].startswith("\ufeff"):
+            names[0] = names[0][1:]
+        for option, wanted in (("--map", list(fmt.rename)), ("--ignore-column", fmt.ignore)):
+            absent = [w for w in wanted if w not in names]
+            if absent:
+                raise InputError(
+                    f"{option} names {', '.join(map(repr, absent))}, not a column of the file "
+                    f"(columns: {', '.join(names)})",
+                    source=source,
+                    line=1,
+                )
+        ignored = set(fmt.ignore)
+        keep = tuple(i for i, n in enumerate(names) if n not in ignored)
+        kept = [fmt.rename.get(names[i], names[i]) for i in keep]
+        specs = self.resolve_header(kept, source=source, positions=[i + 1 for i in keep])
+        return specs, Layout(len(names), keep)
+
     @property
     def name(self) -> str:
         return str(self.table.name)
 
-    def resolve_header(self, header: Sequence[str], *, source: str) -> list[ColumnSpec]:
-        """Map a CSV header onto table columns, refusing anything not in the table."""
+    def resolve_header(
+        self, header: Sequence[str], *, source: str, positions: Sequence[int] | None = None
+    ) -> list[ColumnSpec]:
+        """Map a CSV header onto table columns, refusing anything not in the table (errors
+        name the column's position in the file: ``positions``, else its index)."""
         from headrace.errors import InputError
 
         names = list(header)
@@ -133,6 +194,8 @@ class TableSchema:
         seen: dict[str, int] = {}
         specs: list[ColumnSpec] = []
         for index, raw in enumerate(names, start=1):
+            if positions is not None:
+                index = positions[index - 1]  # the file's column number
             name = raw.strip()
             if not name:
                 raise InputError(
@@ -183,10 +246,17 @@ class TableSchema:
             raise SchemaError(f"column {exc.args[0]!r} is not in table {self.name!r}") from None
 
     def validate(
-        self, specs: Sequence[ColumnSpec], rows: list[list[str]], lines: list[int]
+        self,
+        specs: Sequence[ColumnSpec],
+        rows: list[list[str]],
+        lines: list[int],
+        layout: Layout | None = None,
     ) -> ValidatedChunk:
-        """Check and normalise a chunk of parsed CSV rows; bad rows become rejects."""
-        width = len(specs)
+        """Check and normalise a chunk of parsed CSV rows; bad rows become rejects.
+
+        With a ``layout``, rows have ``layout.width`` fields of which those at
+        ``layout.keep`` are the specs' columns."""
+        width = len(specs) if layout is None else layout.width
         rejects: list[Reject] = []
         if any(len(r) != width for r in rows):
             keep_rows: list[list[str]] = []
@@ -203,6 +273,8 @@ class TableSchema:
         if not rows:
             return ValidatedChunk([[] for _ in specs], [], rejects)
         raw_cols: list[tuple[str, ...]] = list(zip(*rows, strict=True))
+        if layout is not None:
+            raw_cols = [raw_cols[i] for i in layout.keep]
         bad: dict[int, str] = {}
         columns = [
             check_column(spec, ci, col, 0, bad)
@@ -250,13 +322,28 @@ def _type_text(ctype: satypes.TypeEngine[Any]) -> str:
         return type(ctype).__name__.upper()
 
 
-def _spec_for(column: sa.Column[Any]) -> ColumnSpec | None:
+def _spec_for(column: sa.Column[Any], fmt: CsvFormat | None = None) -> ColumnSpec | None:
     """The rules for one reflected column, or None when it cannot be written (generated)."""
     if column.computed is not None:
         return None
     ctype = column.type
     nullable = bool(column.nullable)
     kind, check, fast = _rule_for(ctype)
+    if fmt is not None:
+        kind, check, fast = _with_format(kind, (check, fast), ctype, fmt)
+        if fmt.nulls:
+            return ColumnSpec(
+                name=str(column.name),
+                kind=kind,
+                sql_type=_type_text(ctype),
+                nullable=nullable,
+                has_default=_has_default(column),
+                check=check,
+                fast=with_nulls(fast, frozenset(fmt.nulls), nullable=nullable),
+                max_chars=_max_chars(kind, ctype),
+                scale=(ctype.scale or 0) if kind == "decimal" else None,  # type: ignore[attr-defined]
+                nulls=frozenset(fmt.nulls),
+            )
     return ColumnSpec(
         name=str(column.name),
         kind=kind,
@@ -268,6 +355,29 @@ def _spec_for(column: sa.Column[Any]) -> ColumnSpec | None:
         max_chars=_max_chars(kind, ctype),
         scale=(ctype.scale or 0) if kind == "decimal" else None,  # type: ignore[attr-defined]
     )
+
+
+def _with_format(
+    kind: str, rule: Rule, ctype: satypes.TypeEngine[Any], fmt: CsvFormat
+) -> tuple[str, Check, Fast]:
+    """A column's rule for values spelled as ``fmt`` says (the default rule otherwise)."""
+    if kind == "bool" and (fmt.true_words or fmt.false_words):
+        rule = bool_rule(fmt.true_words, fmt.false_words)
+    elif kind in ("decimal", "float") and fmt.decimal_comma:
+        rule = decimal_comma(rule)
+    elif kind in ("datetime", "date") and (fmt.timezone or fmt.datetime_formats):
+        timestamp = type(ctype).__name__.upper() == "TIMESTAMP"
+        lo, hi = (1970, 2037) if timestamp else (1000, 9999)
+        zone = zoneinfo.ZoneInfo(fmt.timezone) if fmt.timezone and timestamp else None
+        rule = datetime_rule(kind, lo, hi, fsp=_fsp(ctype), zone=zone, formats=fmt.datetime_formats)
+    return (kind, *rule)
+
+
+def _fsp(ctype: satypes.TypeEngine[Any]) -> int:
+    """Fractional-second digits a temporal column keeps (MySQL: its fsp, 0 when unset)."""
+    if isinstance(ctype, mysql.DATETIME | mysql.TIMESTAMP | mysql.TIME):
+        return int(ctype.fsp or 0)
+    return 6
 
 
 def _has_default(column: sa.Column[Any]) -> bool:
@@ -306,11 +416,12 @@ def _temporal_or_text_rule(
 ) -> tuple[str, Check, Fast]:
     if isinstance(ctype, satypes.DateTime) or type_name in ("DATETIME", "TIMESTAMP"):
         lo, hi = (1970, 2037) if type_name == "TIMESTAMP" else (1000, 9999)
-        return ("datetime", *datetime_rule("datetime", lo, hi))
+        return ("datetime", *datetime_rule("datetime", lo, hi, fsp=_fsp(ctype)))
     if isinstance(ctype, satypes.Date):
         return ("date", *datetime_rule("date", 1000, 9999))
     if isinstance(ctype, satypes.Time):
-        return ("time", *TIME_RULE)
+        fsp = _fsp(ctype)
+        return ("time", *(TIME_RULE if fsp == 6 else time_rule(fsp)))
     if isinstance(ctype, satypes.Enum) or type_name == "ENUM":
         return ("enum", *enum_rule(list(getattr(ctype, "enums", []))))
     if isinstance(ctype, satypes.Text) or type_name in TEXT_BYTES:

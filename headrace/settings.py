@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from headrace.csvformat import CsvFormat, OnDuplicate
 from headrace.errors import ConfigError
 
 __all__ = [
@@ -112,6 +113,15 @@ class ProducerSettings(BaseModel):
     )
     max_rejects_per_file: int | None = Field(
         None, ge=0, description="Refuse the file once more rows than this were rejected."
+    )
+    on_duplicate: OnDuplicate = Field(
+        "error",
+        description="A row whose unique key exists: error (rejected with the database's "
+        "message), skip (kept as is, counted) or update (its carried columns).",
+    )
+    csv: CsvFormat = Field(
+        default_factory=lambda: CsvFormat.model_validate({}),
+        description="How the file is written (`headrace produce --help`).",
     )
 
 

@@ -17,7 +17,7 @@ from headrace.db import create_engine, db_call
 from headrace.envelope import EncodedMessage
 from headrace.errors import InputError
 from headrace.metrics import ProducerMetrics, ProducerStats
-from headrace.schema import ColumnSpec, Reject, TableSchema, reflect_table
+from headrace.schema import ColumnSpec, Layout, Reject, TableSchema, reflect_table
 from headrace.settings import Settings, signing_key
 from headrace.sqs import Queue, open_queue
 from producer.checkpoint import Checkpoint
@@ -121,6 +121,11 @@ def make_run_id(
         p.compression,
         str(p.zstd_level),
     ]
+    # How the file is read and written: only when not the default, so default run ids stay.
+    if fingerprint := p.csv.fingerprint():
+        parts.append(fingerprint)
+    if p.on_duplicate != "error":
+        parts.append(f"on_duplicate={p.on_duplicate}")
     return hashlib.sha256("\x1e".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
@@ -201,9 +206,10 @@ async def _produce(
             info = queue.info
             budget = min(info.max_message_bytes, p.max_message_bytes or info.max_message_bytes)
             schema = await db_call(lambda: _reflect(engine, table), engine=engine, what="reflect")
+            schema = schema.typed(p.csv)
             reader = await open_reader(source, p)
             try:
-                specs = schema.resolve_header(reader.header, source=source.uri)
+                specs, layout = schema.resolve_columns(reader.header, p.csv, source=source.uri)
                 run_id = make_run_id(source, table, reader.header, budget=budget, settings=settings)
                 report.run_id = run_id
                 structlog.contextvars.bind_contextvars(run_id=run_id)
@@ -228,7 +234,7 @@ async def _produce(
                     budget_bytes=budget,
                     resume_from=checkpoint.resume_from,
                 )
-                run = _Run(settings, queue, schema, specs, checkpoint, report, stop)
+                run = _Run(settings, queue, schema, specs, layout, checkpoint, report, stop)
                 await run.pump(reader, threaded=source.threaded, budget=budget)
                 _finished(report.metrics, table)
             finally:
@@ -274,6 +280,7 @@ class _Run:
     queue: Queue
     schema: TableSchema
     specs: list[ColumnSpec]
+    layout: Layout | None
     checkpoint: Checkpoint
     report: ProduceReport
     stop: asyncio.Event
@@ -339,7 +346,7 @@ class _Run:
             async for chunk in chunks:
                 if self.stop.is_set():
                     break
-                valid = schema.validate(specs, chunk.rows, chunk.lines)
+                valid = schema.validate(specs, chunk.rows, chunk.lines, self.layout)
                 rejects = sorted(chunk.rejects + valid.rejects, key=lambda r: r.line)
                 count_read()
                 rows_rejected.inc(len(rejects))
