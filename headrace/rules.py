@@ -286,6 +286,8 @@ def decimal_rule(precision: int, scale: int) -> Rule:
             raise ValueError("is not a decimal number") from None
         if not d.is_finite():
             raise ValueError("is not a finite decimal number")
+        if "e" in v.lower():
+            raise ValueError("is not a decimal number (an exponent is for FLOAT/DOUBLE only)")
         raise ValueError(f"does not fit DECIMAL({precision},{scale}) without rounding")
 
     def fast(col: Sequence[str]) -> Sequence[str] | None:
