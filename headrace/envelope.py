@@ -10,6 +10,7 @@ Wire format (documented in the README):
        "lines": [[2, 3000], [3002, 41]],          # runs of [first source line, row count]
        "rej": [[3001, "raw,csv,text", "reason"]],  # rows refused by the producer
        "n": 3041,                                  # rows carried
+       "dup": "update",                            # optional: skip|update (absent: error)
        "data": [["2026-11-23 04:00:00", ...],      # one array per column, in "cols" order,
                 ["7", ...], ...]}                  # of text or null
 
@@ -66,6 +67,8 @@ MAX_NAME_CHARS = 64  # MySQL identifiers
 MAX_REJECT_RAW_CHARS = 8192  # the producer cuts a rejected row's text to 4 KiB (row_text)
 MAX_REJECT_REASON_CHARS = 65_536  # the sink keeps 1,024; a long ENUM list may be longer
 MAX_SOURCE_CHARS = 4096
+ON_DUPLICATE = ("error", "skip", "update")
+"""Values of the optional ``dup`` field; absent means ``error`` (older producers send none)."""
 
 _VALUE_TYPES = {str, type(None)}
 # Characters SQS refuses in a body (XML 1.0's excluded code points).
@@ -83,6 +86,7 @@ class Envelope:
     lines: list[int]
     rejects: list[Reject] = field(default_factory=list)
     raw_bytes: int = 0  # size of the decoded JSON: the worker's memory and statement accounting
+    on_duplicate: str = "error"  # "dup": what a row whose unique key exists does
 
     @classmethod
     def from_rows(
@@ -242,6 +246,7 @@ def encode(env: Envelope, *, compress: zstandard.ZstdCompressor | None = None) -
             "table": env.table,
             "cols": list(env.columns),
             "src": env.source,
+            **({"dup": env.on_duplicate} if env.on_duplicate != "error" else {}),
         }
     )
     raw = assemble(meta, env.data, env.lines, env.rejects)
@@ -308,6 +313,7 @@ def _fields(doc: dict[str, Any]) -> tuple[Envelope, int]:
             data=doc["data"],
             lines=_expand(doc["lines"], n),
             rejects=[Reject(*_reject(entry)) for entry in doc.get("rej", [])],
+            on_duplicate=doc.get("dup", "error"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, EnvelopeError):
@@ -343,6 +349,14 @@ def _is_name(value: object) -> bool:
     )
 
 
+def _check_optional(env: Envelope) -> None:
+    """The fields a message may leave out: ``src`` and ``dup``."""
+    if not (isinstance(env.source, str) and len(env.source) <= MAX_SOURCE_CHARS):
+        raise EnvelopeError("malformed source")
+    if type(env.on_duplicate) is not str or env.on_duplicate not in ON_DUPLICATE:
+        raise EnvelopeError("malformed dup (error, skip or update)")
+
+
 def _check(env: Envelope, n: int) -> None:
     """Every field of the right type and every count agreeing; columns become a tuple."""
     run_id, seq, table, cols, data = env.run_id, env.seq, env.table, env.columns, env.data
@@ -356,8 +370,7 @@ def _check(env: Envelope, n: int) -> None:
         raise EnvelopeError("malformed column list")
     if len(set(cols)) != len(cols):
         raise EnvelopeError("a column is named twice")
-    if not (isinstance(env.source, str) and len(env.source) <= MAX_SOURCE_CHARS):
-        raise EnvelopeError("malformed source")
+    _check_optional(env)
     if len(env.lines) != n:
         raise EnvelopeError("row and line counts differ")
     reject_lines = {r.line for r in env.rejects}

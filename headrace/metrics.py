@@ -168,6 +168,7 @@ class WorkerStats:
     messages_released: int
     rows_inserted: int
     rows_rejected: int
+    rows_skipped: int
     batches: int
     batch_failures: int
     circuit_opened: int
@@ -214,8 +215,10 @@ class WorkerMetrics(Metrics):
         )
         self.rows = Counter(
             "headrace_rows_total",
-            "Rows finished, by table and outcome: inserted, rejected (to rejected_rows, "
-            "producer and database rejects alike), duplicate (in a message already applied).",
+            "Rows finished, by table and outcome: inserted (with --on-duplicate update: "
+            "inserted or updated), rejected (to rejected_rows, producer and database rejects "
+            "alike), skipped (--on-duplicate skip: the key existed), duplicate (in a message "
+            "already applied).",
             ["table", "outcome"],
             registry=r,
         )
@@ -364,6 +367,7 @@ class WorkerMetrics(Metrics):
             messages_released=int(v("headrace_messages_total", outcome="released")),
             rows_inserted=int(t("headrace_rows_total", outcome="inserted")),
             rows_rejected=int(t("headrace_rows_total", outcome="rejected")),
+            rows_skipped=int(t("headrace_rows_total", outcome="skipped")),
             batches=int(v("headrace_batches_total", outcome="committed")),
             batch_failures=int(v("headrace_batches_total", outcome="failed")),
             circuit_opened=int(t("headrace_circuit_opened_total")),

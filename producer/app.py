@@ -299,6 +299,7 @@ class _Run:
             compression=p.compression,
             zstd_level=p.zstd_level,
             max_row_chars=_max_row_chars(specs),
+            on_duplicate=p.on_duplicate,
         )
 
         m, table = report.metrics, schema.name

@@ -35,7 +35,7 @@ class Packer:
     message's ratio, and an over-full message is split in two.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only: the envelope's fields and the packing knobs
         self,
         *,
         run_id: str,
@@ -46,15 +46,18 @@ class Packer:
         compression: str = "zstd",
         zstd_level: int = 3,
         max_row_chars: int | None = None,
+        on_duplicate: str = "error",
     ) -> None:
         self.budget = budget
-        self._meta = {
+        self._meta: dict[str, object] = {
             "v": VERSION,
             "run": run_id,
             "table": table,
             "cols": list(columns),
             "src": source,
         }
+        if on_duplicate != "error":  # envelope v1's optional field; absent means error
+            self._meta["dup"] = on_duplicate
         self._width = len(columns)
         self._compressor = (
             zstandard.ZstdCompressor(level=zstd_level) if compression == "zstd" else None

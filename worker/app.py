@@ -287,6 +287,8 @@ class Worker:
         m.messages.labels("duplicate").inc(len(batch.messages) - len(result.applied))
         m.rows.labels(batch.table, "inserted").inc(result.rows_inserted)
         m.rows.labels(batch.table, "rejected").inc(result.rows_rejected)
+        if result.rows_skipped:
+            m.rows.labels(batch.table, "skipped").inc(result.rows_skipped)
         m.rows.labels(batch.table, "duplicate").inc(duplicate_rows)
         log.info(
             "batch_flushed",
@@ -296,6 +298,7 @@ class Worker:
             duplicates=len(result.duplicates),
             rows_inserted=result.rows_inserted,
             rows_rejected=result.rows_rejected,
+            rows_skipped=result.rows_skipped,
             statements=result.statements,
             seconds=round(time.perf_counter() - started, 4),
         )

@@ -1,8 +1,9 @@
 """Rows buffered across messages, flushed as one batch by rows, bytes or age.
 
-Messages are grouped by table and set of columns: one batch becomes one bulk INSERT statement
-shape (the sink arranges each message's values in the statement's column order, so files whose
-headers list the same columns in different orders share batches).
+Messages are grouped by table, set of columns and duplicate mode (envelope ``dup``): one batch
+becomes one bulk INSERT statement shape (the sink arranges each message's values in the
+statement's column order, so files whose headers list the same columns in different orders
+share batches).
 A message is never split across batches, so its rows and its ledger entry commit together.
 """
 
@@ -15,7 +16,7 @@ from worker.inflight import Message
 
 __all__ = ["Batch", "Buffer"]
 
-GroupKey = tuple[str, tuple[str, ...]]
+GroupKey = tuple[str, tuple[str, ...], str]
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Buffer:
     def add(self, message: Message) -> Batch | None:
         """Buffer a message; returns a batch that became full, if any."""
         env = message.envelope
-        key = (env.table, tuple(sorted(env.columns)))
+        key = (env.table, tuple(sorted(env.columns)), env.on_duplicate)
         batch = self._open.get(key)
         if batch is None:
             batch = self._open[key] = Batch(env.table, env.columns)

@@ -60,6 +60,7 @@ class BatchResult:
     duplicates: set[Key] = field(default_factory=set)
     rows_inserted: int = 0
     rows_rejected: int = 0
+    rows_skipped: int = 0  # dup "skip": rows whose key existed, left as they were
     statements: int = 0
 
 
@@ -82,7 +83,8 @@ class Sink:
         self._timeout_s = statement_timeout_s
         self._backoff = backoff or Backoff(base_s=0.2, cap_s=15.0, attempts=8)
         self._on_retry = on_retry
-        self._sql: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
+        self._sql: dict[tuple[str, tuple[str, ...], str], tuple[str, tuple[str, ...]]] = {}
+        self._counting: set[str] = set()  # statements that count the rows they skip
         self._mysql = is_mysql(engine)
         self._packet_limit: int | None = None  # the server's max_allowed_packet, once read
 
@@ -94,22 +96,29 @@ class Sink:
         return min(self._max_statement_bytes, self._packet_limit // PACKET_SHARE)
 
     def insert_sql(
-        self, schema: TableSchema, columns: Sequence[str]
+        self, schema: TableSchema, columns: Sequence[str], on_duplicate: str = "error"
     ) -> tuple[str, tuple[str, ...]]:
-        """The INSERT for this set of columns and the order its placeholders take.
+        """The INSERT for this set of columns and duplicate mode, and the order its
+        placeholders take.
 
         Identifiers come from the reflected table only (``specs_for`` refuses any other
         name). The statement lists the columns in the table's order, whatever order a
         message carries them in: :meth:`_apply` arranges each message's values to match.
+        ``on_duplicate`` (envelope ``dup``): ``error`` a plain INSERT (a duplicate key is a
+        row the database refuses); ``update`` ``ON DUPLICATE KEY UPDATE`` of these columns;
+        ``skip`` an update that changes nothing and counts the row (never ``INSERT IGNORE``,
+        which would also turn bad values into warnings).
         """
-        key = (schema.name, tuple(sorted(columns)))
+        key = (schema.name, tuple(sorted(columns)), on_duplicate)
         cached = self._sql.get(key)
         if cached is None:
             schema.specs_for(columns)  # raises SchemaError for a column not in the table
-            stmt = sa.insert(schema.table)
+            stmt = _insert(schema.table, columns, on_duplicate, mysql=self._mysql)
             compiled = stmt.compile(dialect=self._engine.dialect, column_keys=list(columns))
             cached = (str(compiled), tuple(compiled.positiontup or ()))
             self._sql[key] = cached
+            if on_duplicate == "skip" and self._mysql:
+                self._counting.add(cached[0])
         return cached
 
     async def write(self, schema: TableSchema, envelopes: Sequence[Envelope]) -> BatchResult:
@@ -201,7 +210,8 @@ class Sink:
     async def _apply(
         self, conn: AsyncConnection, schema: TableSchema, fresh: list[Envelope], result: BatchResult
     ) -> None:
-        sql, order = self.insert_sql(schema, fresh[0].columns)
+        # The buffer batches messages of one column set and one duplicate mode together.
+        sql, order = self.insert_sql(schema, fresh[0].columns, fresh[0].on_duplicate)
         rows: list[Sequence[str | None]] = []
         owner: list[tuple[int, int]] = []  # (message, row within it) of every row
         for i, env in enumerate(fresh):
@@ -237,7 +247,7 @@ class Sink:
                     )
                 )
         result.applied.update((e.run_id, e.seq) for e in fresh)
-        result.rows_inserted += len(rows) - len(bad)
+        result.rows_inserted += len(rows) - len(bad) - result.rows_skipped
         result.rows_rejected += len(rejects)
 
     @staticmethod
@@ -289,10 +299,14 @@ class Sink:
     ) -> DBAPIError | None:
         """Insert rows[lo:hi] under a savepoint; on a row-value error roll back and return it."""
         savepoint = await conn.begin_nested()
+        counting = sql in self._counting
         try:
+            before = await _skipped_so_far(conn) if counting else 0
             for start in range(lo, hi, per_statement):
                 await self._execute(conn, sql, rows[start : min(start + per_statement, hi)])
                 result.statements += 1
+            if counting:
+                result.rows_skipped += await _skipped_so_far(conn) - before
             await savepoint.commit()
         except DBAPIError as exc:
             if classify_error(exc) is not ErrorKind.ROW:
@@ -327,6 +341,60 @@ class Sink:
                 stack.append((mid, hi))
                 stack.append((lo, mid))
         return bad
+
+
+_SKIPPED = "@headrace_skipped"
+"""Session variable the ``skip`` statement counts the rows it leaves alone in."""
+
+
+def _insert(
+    table: sa.Table, columns: Sequence[str], on_duplicate: str, *, mysql: bool
+) -> sa.Insert:
+    """The INSERT statement for a duplicate mode (column names already checked)."""
+    if on_duplicate == "error":
+        return sa.insert(table)
+    if not mysql:  # SQLite (the demo): its upsert; skipped rows are not counted there
+        from sqlalchemy.dialects import sqlite
+
+        lite = sqlite.insert(table)
+        if on_duplicate == "skip":
+            return lite.on_conflict_do_nothing()
+        key = _conflict_key(table, columns)
+        return lite.on_conflict_do_update(
+            index_elements=key, set_={c: lite.excluded[c] for c in columns}
+        )
+    from sqlalchemy.dialects import mysql as my
+
+    stmt = my.insert(table)
+    if on_duplicate == "update":
+        return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in columns})
+    # skip: set one column to itself (no change) and count the row in a session variable.
+    first = table.c[columns[0]]
+    counted = sa.func.IF(
+        sa.literal_column(f"({_SKIPPED} := COALESCE({_SKIPPED}, 0) + 1) > 0"), first, first
+    )
+    return stmt.on_duplicate_key_update({columns[0]: counted})
+
+
+def _conflict_key(table: sa.Table, columns: Sequence[str]) -> list[str]:
+    """A unique key (or the primary key) among ``columns``, for SQLite's ON CONFLICT."""
+    keys = [tuple(c.name for c in table.primary_key.columns)]
+    for constraint in table.constraints:
+        if isinstance(constraint, sa.UniqueConstraint):
+            keys.append(tuple(c.name for c in constraint.columns))
+    for index in table.indexes:
+        if index.unique:
+            keys.append(tuple(str(c.name) for c in index.columns))
+    for key in keys:
+        if key and set(key) <= set(columns):
+            return list(key)
+    raise SchemaError(f"table {table.name!r} has no unique key among the columns carried")
+
+
+async def _skipped_so_far(conn: AsyncConnection) -> int:
+    """The session's count of rows a ``skip`` statement left alone (see :func:`_insert`)."""
+    value = await conn.exec_driver_sql(f"SELECT COALESCE({_SKIPPED}, 0)")
+    return int(value.scalar_one())
 
 
 def _arranged(env: Envelope, order: Sequence[str]) -> list[list[str | None]]:

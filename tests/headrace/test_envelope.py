@@ -179,3 +179,26 @@ def test_unknown_encoding_is_named() -> None:
 
 
 # --- density ----------------------------------------------------------------------------------
+
+
+# --- the optional duplicate mode (issue 12) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["error", "skip", "update"])
+def test_duplicate_mode_travels(mode: str) -> None:
+    env = _envelope(rows=[["1", None], ["2", "x"], ["3", ""]])
+    env.on_duplicate = mode
+    msg = encode(env)
+    assert msg.encoding == "json"
+    assert ('"dup"' in msg.body) is (mode != "error")  # the default adds nothing to a message
+    assert decode(msg.body, msg.attributes()).on_duplicate == mode
+
+
+def test_absent_duplicate_mode_is_error() -> None:
+    assert decode(orjson.dumps(_doc()).decode()).on_duplicate == "error"
+
+
+@pytest.mark.parametrize("dup", ["upsert", "", "SKIP", 1, None, ["skip"], True])
+def test_duplicate_mode_is_checked_strictly(dup: object) -> None:
+    with pytest.raises(EnvelopeError, match="malformed dup"):
+        decode(orjson.dumps(_doc(dup=dup)).decode())

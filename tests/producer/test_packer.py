@@ -308,3 +308,23 @@ def test_many_rows_per_message(observation_rows: tuple[list[Any], list[int]]) ->
     assert per_message["none"] > 2000
     assert per_message["zstd"] > per_message["none"]
     assert counts["zstd"] < counts["none"]
+
+
+def test_on_duplicate_is_carried_by_every_message() -> None:
+    """The packer writes envelope v1's optional ``dup`` only when it is not the default."""
+    from headrace.envelope import decode as decode_body
+
+    rows = [[str(i), f"row {i}"] for i in range(500)]
+    for mode in ("error", "update"):
+        packer = Packer(
+            run_id="0" * 32,
+            table="t",
+            columns=["a", "b"],
+            source="s.csv",
+            budget=4096,
+            compression="none",
+            on_duplicate=mode,
+        )
+        messages = [*packer.add(rows, list(range(2, 502)), []), *packer.finish()]
+        assert len(messages) > 1
+        assert {decode_body(m.body).on_duplicate for m in messages} == {mode}
