@@ -6,6 +6,13 @@ The source side has the text the producer's typing accepted (``"+7"``, ``"12.5"`
 column kind; :func:`row_digests` hashes each row's canonical text (64-bit BLAKE2b) and
 :func:`row_checksum` sums the digests, so the (count, checksum) of a set of rows does not
 depend on their order but changes when a row is missing, doubled or different.
+
+A row's text is its values, each prefixed with its length (``-`` for NULL), so no value can
+pass for another split differently (a ``\\x1f`` inside a value, or a text ``\\N`` for NULL).
+Both sides are canonical per kind: DATETIME/DATE as ISO text (typing refuses fractions the
+column would round), TIME as signed microseconds, FLOAT (single precision) as the column
+stores it to 6 significant digits (all the text protocol returns) and DOUBLE by ``repr``,
+without a negative zero (the database stores 0).
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import hashlib
+import re
+import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
@@ -27,9 +36,11 @@ Canon = Callable[[Any], str]
 
 def row_digests(specs: Sequence[ColumnSpec], rows: Iterable[Sequence[Any]]) -> Iterator[int]:
     """A 64-bit BLAKE2b digest of each row's canonical text (per column type)."""
-    canons = [canonical(spec) for spec in specs]
+    canons = [_value_canon(spec) for spec in specs]
     for row in rows:
-        text = "\x1f".join(c(v) for c, v in zip(canons, row, strict=True))
+        text = "".join(
+            "-" if v is None else _framed(c(v)) for c, v in zip(canons, row, strict=True)
+        )
         digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
         yield int.from_bytes(digest, "big")
 
@@ -44,12 +55,28 @@ def row_checksum(specs: Sequence[ColumnSpec], rows: Iterable[Sequence[Any]]) -> 
     return count, total
 
 
+def _framed(text: str) -> str:
+    return f"{len(text)}:{text}"
+
+
+def _value_canon(spec: ColumnSpec) -> Canon:
+    """The canonical text of a (non-NULL) value of ``spec``'s column."""
+    if spec.kind == "decimal":
+        return _canon_decimal(spec.scale or 0)
+    if spec.kind == "float" and _single_precision(spec.sql_type):
+        return _canon_float32
+    return _CANONS.get(spec.kind, _canon_str)
+
+
+def _single_precision(sql_type: str) -> bool:
+    """FLOAT, FLOAT(p) with p <= 24 (MySQL stores FLOAT(25..53) as DOUBLE)."""
+    m = re.fullmatch(r"FLOAT(?:\((\d+)\))?.*", sql_type)
+    return m is not None and (m.group(1) is None or int(m.group(1)) <= 24)
+
+
 def canonical(spec: ColumnSpec) -> Canon:
     """The canonical text of a value of ``spec``'s column; ``\\N`` for NULL."""
-    if spec.kind == "decimal":
-        fn = _canon_decimal(spec.scale or 0)
-    else:
-        fn = _CANONS.get(spec.kind, _canon_str)
+    fn = _value_canon(spec)
 
     def canon(v: Any) -> str:
         return "\\N" if v is None else fn(v)
@@ -75,7 +102,30 @@ def _canon_decimal(scale: int) -> Canon:
 
 
 def _canon_float(v: Any) -> str:
-    return repr(float(v))
+    return repr(float(v) + 0.0)  # + 0.0: -0.0 becomes 0.0
+
+
+def _canon_float32(v: Any) -> str:
+    """A FLOAT (single precision) as MariaDB's text protocol shows it: the stored value to 6
+    significant digits (the binary protocol gives the stored value widened to a double)."""
+    (single,) = struct.unpack("<f", struct.pack("<f", float(v)))
+    return f"{single + 0.0:.6g}"
+
+
+_TIME_TEXT = re.compile(r"(-?)(\d+):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?")
+
+
+def _canon_time(v: Any) -> str:
+    """TIME as signed microseconds: text ``-1:02:03.5`` and ``timedelta`` alike."""
+    if isinstance(v, dt.timedelta):
+        return str((v.days * 86_400 + v.seconds) * 1_000_000 + v.microseconds)
+    m = _TIME_TEXT.fullmatch(str(v))
+    if m is None:
+        return str(v)
+    sign, hours, minutes, seconds, frac = m.groups()
+    micros = (int(hours) * 3600 + int(minutes) * 60 + int(seconds or 0)) * 1_000_000
+    micros += int((frac or "").ljust(6, "0"))
+    return str(-micros if sign else micros)
 
 
 def _canon_bool(v: Any) -> str:
@@ -106,5 +156,6 @@ _CANONS: dict[str, Canon] = {
     "bool": _canon_bool,
     "datetime": _canon_datetime,
     "date": _canon_date,
+    "time": _canon_time,
 }
 """The canonical form of each kind but decimal (by scale); the others' text is the value."""
