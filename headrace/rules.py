@@ -174,23 +174,24 @@ def _marker_value(spec: Column, value: str) -> str | None:
     raise ValueError(f"is empty and not a null marker ({shown})")
 
 
-def with_nulls(fast: Fast, nulls: frozenset[str], *, nullable: bool) -> Fast:
-    """The fast path with null markers: a marker is NULL (nullable columns); anything else,
-    an empty field included, goes to ``fast`` or, when it fails, value by value."""
+def with_nulls(fast: Fast, nulls: frozenset[str], *, nullable: bool, text: bool) -> Fast:
+    """The fast path with null markers: a marker is NULL (nullable columns), an empty field
+    that is no marker the empty string (text columns); the rest goes to ``fast`` or, when it
+    fails, value by value."""
 
     def wrapped(col: Sequence[str]) -> Sequence[str | None] | None:
-        if nulls.isdisjoint(col):
-            return None if "" in col else fast(col)
-        if not nullable:
+        marked = not nulls.isdisjoint(col)
+        empty = "" in col
+        if not (marked or empty):
+            return fast(col)
+        if (marked and not nullable) or (empty and not text and "" not in nulls):
             return None  # the value-by-value path says which row and why
-        present = [v for v in col if v not in nulls]
-        if "" in present:
-            return None
+        present = [v for v in col if v and v not in nulls]
         checked = fast(present) if present else present
         if checked is None:
             return None
         values = iter(checked)
-        return [None if v in nulls else next(values) for v in col]
+        return [None if v in nulls else (next(values) if v else "") for v in col]
 
     return wrapped
 

@@ -339,7 +339,9 @@ def _spec_for(column: sa.Column[Any], fmt: CsvFormat | None = None) -> ColumnSpe
                 nullable=nullable,
                 has_default=_has_default(column),
                 check=check,
-                fast=with_nulls(fast, frozenset(fmt.nulls), nullable=nullable),
+                fast=with_nulls(
+                    fast, frozenset(fmt.nulls), nullable=nullable, text=kind in ("string", "text")
+                ),
                 max_chars=_max_chars(kind, ctype),
                 scale=(ctype.scale or 0) if kind == "decimal" else None,  # type: ignore[attr-defined]
                 nulls=frozenset(fmt.nulls),
