@@ -96,7 +96,7 @@ class CsvReader:
         # The wrapper decodes ahead of the rows handed out (8 KiB at a time), so count the
         # undecodable bytes decoded so far and not yet found in a row.
         errors_before = _decode_errors[0]
-        self._offset = self._skip(fmt.skip_lines)
+        self._offset, skipped_errors = self._skip(fmt.skip_lines)
         if fmt == CsvFormat():
             self._reader = csv.reader(self._text, strict=False)
         else:
@@ -112,19 +112,23 @@ class CsvReader:
             self.header = self._read_header()
         else:
             self.header = list(fmt.columns)
-        self._pending_errors = _decode_errors[0] - errors_before
+        self._pending_errors = _decode_errors[0] - errors_before - skipped_errors
         self.rows_read = 0
 
-    def _skip(self, count: int) -> int:
-        """Skip ``count`` physical lines before the header; the line numbers go on from them."""
+    def _skip(self, count: int) -> tuple[int, int]:
+        """Skip ``count`` physical lines before the header (the line numbers go on from
+        them); returns it and the undecodable bytes those lines held (no row has them)."""
+        found = 0
         for n in range(count):
-            if not self._text.readline():
+            line = self._text.readline()
+            if not line:
                 raise InputError(
                     f"the file has {n} lines, fewer than the {count} to skip",
                     source=self.source,
                     line=n,
                 )
-        return count
+            found += len(_SURROGATE.findall(line))
+        return count, found
 
     def _read_header(self) -> list[str]:
         try:

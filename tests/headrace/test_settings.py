@@ -289,3 +289,34 @@ def test_tls_required_by_default_off_loopback(
     assert tls_mode(load_settings(), url) == mode
     clean_env.setenv("HEADRACE_DB__TLS_MODE", "verify-identity")
     assert tls_mode(load_settings(), url) == "verify-identity"
+
+
+def test_csv_format_and_on_duplicate_settings(clean_env: pytest.MonkeyPatch) -> None:
+    """Issue 12: every reading option is a setting under HEADRACE_PRODUCER__CSV__."""
+    clean_env.setenv("HEADRACE_PRODUCER__CSV__DELIMITER", "tab")
+    clean_env.setenv("HEADRACE_PRODUCER__CSV__NULLS", '["NA", ""]')
+    clean_env.setenv("HEADRACE_PRODUCER__CSV__RENAME", '{"Kunde": "customer"}')
+    clean_env.setenv("HEADRACE_PRODUCER__CSV__ENCODING", "cp1252")
+    clean_env.setenv("HEADRACE_PRODUCER__CSV__DECIMAL_COMMA", "true")
+    clean_env.setenv("HEADRACE_PRODUCER__ON_DUPLICATE", "update")
+    p = load_settings().producer
+    assert (p.csv.delimiter, p.csv.nulls, p.csv.rename) == ("\t", ["NA", ""], {"Kunde": "customer"})
+    assert (p.csv.encoding, p.csv.decimal_comma, p.on_duplicate) == ("cp1252", True, "update")
+    assert load_settings().producer.csv.quote == '"'  # the rest keep their defaults
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "why"),
+    [
+        ("HEADRACE_PRODUCER__ON_DUPLICATE", "ignore", "HEADRACE_PRODUCER__ON_DUPLICATE"),
+        ("HEADRACE_PRODUCER__CSV__ENCODING", "utf-32", "HEADRACE_PRODUCER__CSV__ENCODING"),
+        ("HEADRACE_PRODUCER__CSV__TIMEZONE", "Nowhere/City", "unknown time zone"),
+        ("HEADRACE_PRODUCER__CSV__HEADER", "false", "needs its column names"),
+    ],
+)
+def test_invalid_csv_settings_are_named(
+    clean_env: pytest.MonkeyPatch, name: str, value: str, why: str
+) -> None:
+    clean_env.setenv(name, value)
+    with pytest.raises(ConfigError, match=why):
+        load_settings()

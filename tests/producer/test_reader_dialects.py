@@ -182,3 +182,14 @@ def test_what_a_csv_writer_wrote_reads_back(
     for extra in breaks[:-1]:
         expected.append(expected[-1] + 1 + extra)
     assert lines == expected
+
+
+def test_undecodable_bytes_in_skipped_lines_are_no_rows_concern() -> None:
+    data = b"title \xff\xfe\n" + b"a,b\n" + b"".join(b"%d,x\n" % i for i in range(50)) + b"9,\xff\n"
+    reader = _reader(data, CsvFormat(skip_lines=1), chunk_rows=10)
+    rows, lines, rejects = _all(reader)
+    assert len(rows) == 50
+    assert [(r.line, r.reason) for r in rejects] == [
+        (53, "column 2: invalid UTF-8 byte 0xff at offset 0")
+    ]
+    assert reader._pending_errors == 0  # nothing left to look for in later chunks
