@@ -187,7 +187,7 @@ def test_what_a_csv_writer_wrote_reads_back(
 def test_undecodable_bytes_in_skipped_lines_are_no_rows_concern() -> None:
     data = b"title \xff\xfe\n" + b"a,b\n" + b"".join(b"%d,x\n" % i for i in range(50)) + b"9,\xff\n"
     reader = _reader(data, CsvFormat(skip_lines=1), chunk_rows=10)
-    rows, lines, rejects = _all(reader)
+    rows, _, rejects = _all(reader)
     assert len(rows) == 50
     assert [(r.line, r.reason) for r in rejects] == [
         (53, "column 2: invalid UTF-8 byte 0xff at offset 0")
