@@ -352,7 +352,7 @@ def datetime_rule(
     def check(v: str) -> str:
         return spec.check(v)
 
-    if zone is not None or formats:
+    if zone is not None:
         return check, mapped(check)
     strict = _STRICT_DATE_RE if kind == "date" else _strict_datetime_re(fsp)
 
@@ -370,6 +370,9 @@ def datetime_rule(
                 return None
         return col
 
+    if formats:  # ISO columns stay on the regex; others are checked (and rewritten) in a map
+        slow = mapped(check)
+        return check, lambda col: fast(col) or slow(col)
     return check, fast
 
 
@@ -526,7 +529,13 @@ def bool_rule(true_words: Sequence[str], false_words: Sequence[str]) -> Rule:
             raise ValueError(f"is not a boolean ({shown})")
         return out
 
-    return check, mapped(check)
+    slow = mapped(check)
+
+    def fast(col: Sequence[str]) -> Sequence[str | None] | None:
+        exact = list(map(words.get, col))  # the words as given, in one C-level map
+        return slow(col) if not col or None in exact else exact
+
+    return check, fast
 
 
 _COMMA_RE = re.compile(r"([+-]?)(\d{1,3}(?:\.\d{3})+|\d*)(?:,(\d+))?([eE][+-]?\d+)?", re.ASCII)
