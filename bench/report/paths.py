@@ -42,6 +42,10 @@ def measured_paths(results: dict[str, Any]) -> list[tuple[str, dict[str, Any], s
             f"{run['batches']} batches of ~{sink['batch_rows']:,} rows "
             f"({sink['envelope_rows']:,}-row envelopes), {run['statements']} statements"
         )
+        if n in ("update", "skip"):
+            note += f"; {run['vs_plain_1']:.2f}x plain inserts with 1 sink"
+            out.append((f"sink only, 1, --on-duplicate {n} (every key exists)", run, note))
+            continue
         out.append((f"sink only, {n} concurrent", run, note))
     for n, run in results.get("e2e", {}).items():
         b = run["batches"]

@@ -71,6 +71,13 @@ def test_bench_runs_end_to_end_on_tiny_inputs(tmp_path: Path) -> None:
         run = results["sink"][n]
         assert _positive(run["rows_per_s"])
         assert run["inserted"] == 3000 - results["meta"]["bad_rows"]
+    # --on-duplicate over the rows just loaded: every row updated, or every row skipped.
+    bad = results["meta"]["bad_rows"]
+    update, skip = results["sink"]["update"], results["sink"]["skip"]
+    assert (update["inserted"], update["skipped"], update["rejected"]) == (3000 - bad, 0, bad)
+    assert (skip["inserted"], skip["skipped"], skip["rejected"]) == (0, 3000 - bad, bad)
+    assert _positive(update["vs_plain_1"])
+    assert _positive(skip["vs_plain_1"])
     for n in ("1", "2"):
         run = results["e2e"][n]
         assert _positive(run["rows_per_s"])
