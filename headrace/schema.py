@@ -331,21 +331,8 @@ def _spec_for(column: sa.Column[Any], fmt: CsvFormat | None = None) -> ColumnSpe
     kind, check, fast = _rule_for(ctype)
     if fmt is not None:
         kind, check, fast = _with_format(kind, (check, fast), ctype, fmt)
-        if fmt.nulls:
-            return ColumnSpec(
-                name=str(column.name),
-                kind=kind,
-                sql_type=_type_text(ctype),
-                nullable=nullable,
-                has_default=_has_default(column),
-                check=check,
-                fast=with_nulls(
-                    fast, frozenset(fmt.nulls), nullable=nullable, text=kind in ("string", "text")
-                ),
-                max_chars=_max_chars(kind, ctype),
-                scale=(ctype.scale or 0) if kind == "decimal" else None,  # type: ignore[attr-defined]
-                nulls=frozenset(fmt.nulls),
-            )
+    text = kind in ("string", "text")
+    nulls = frozenset(fmt.nulls) if fmt is not None else frozenset()
     return ColumnSpec(
         name=str(column.name),
         kind=kind,
@@ -353,9 +340,14 @@ def _spec_for(column: sa.Column[Any], fmt: CsvFormat | None = None) -> ColumnSpe
         nullable=nullable,
         has_default=_has_default(column),
         check=check,
-        fast=with_empties(fast, nullable=nullable, text=kind in ("string", "text")),
+        fast=(
+            with_nulls(fast, nulls, nullable=nullable, text=text)
+            if nulls
+            else with_empties(fast, nullable=nullable, text=text)
+        ),
         max_chars=_max_chars(kind, ctype),
         scale=(ctype.scale or 0) if kind == "decimal" else None,  # type: ignore[attr-defined]
+        nulls=nulls,
     )
 
 
