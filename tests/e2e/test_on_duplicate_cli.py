@@ -1,5 +1,6 @@
 """`headrace produce --on-duplicate update` through the CLI (issue 12): a second drop of the
-same file with corrections updates those rows in place; counts and checksums match."""
+same file with corrections updates those rows in place; counts and checksums match. The same
+drop again with `skip` leaves every row and counts it."""
 
 from __future__ import annotations
 
@@ -127,3 +128,18 @@ async def test_second_drop_updates_rows_in_place(
     assert report["ok"], verified.stderr
     assert (report["target_rows"], report["expected_rows"]) == (130, 130)
     assert report["target_checksum"] == report["expected_checksum"]
+
+    # The same drop again with --on-duplicate skip: a new run whose rows all exist; each is
+    # left as it is and counted, none rejected.
+    skip = [o if o != "update" else "skip" for o in OPTIONS]
+    produced = json.loads(
+        _cli(env, "produce", str(tmp_path / "stock-2.csv"), "--table", "stock", *skip).stdout
+    )
+    assert (produced["rows_sent"], produced["already_complete"]) == (130, False)
+    worker = json.loads(_cli(env, "worker", "--idle-exit", "2").stdout)
+    assert (worker["rows_skipped"], worker["rows_inserted"], worker["rows_rejected"]) == (130, 0, 0)
+    again = json.loads(
+        _cli(env, "verify", str(tmp_path / "stock-2.csv"), "--table", "stock", *OPTIONS[:4]).stdout
+    )
+    assert again["ok"]
+    assert again["target_checksum"] == report["target_checksum"]
