@@ -1,4 +1,5 @@
-"""The `headrace` command: produce, worker, migrate, health, demo, generate, verify."""
+"""The `headrace` command: produce, worker, migrate, health, demo, generate, verify, and the
+operator commands runs, rejected, dlq, ledger (:mod:`cli.ops`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import orjson
 
+from cli.ops import OPS_COMMANDS, add_ops_parsers, run_ops
 from headrace.errors import HeadraceError
 from headrace.logs import configure_logging
 from headrace.runtime import run
@@ -69,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     v.add_argument("source", help="path of the CSV file, or s3://bucket/key")
     v.add_argument("--table", required=True)
+    add_ops_parsers(sub)
     return parser
 
 
@@ -209,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure_logging("WARNING", settings.log_format)
         else:
             configure_logging(settings.log_level, settings.log_format)
+        if args.command in OPS_COMMANDS:
+            return run_ops(settings, args)
         if args.command == "produce":
             return _produce(settings, args)
         if args.command == "worker":

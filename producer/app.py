@@ -214,6 +214,8 @@ async def _produce(
                     version=source.version,
                     size=source.size,
                     table=table,
+                    columns=[s.name for s in specs],
+                    options=_options(settings, queue.url, budget),
                 )
                 if checkpoint.status == "sent":
                     report.already_complete = True
@@ -235,6 +237,19 @@ async def _produce(
                 reader.close()
     finally:
         await engine.dispose()
+
+
+def _options(settings: Settings, queue_url: str, budget: int) -> dict[str, object]:
+    """How the run reads and packs, for its record in ``ingest_runs`` (`headrace runs show`)."""
+    p = settings.producer
+    return {
+        "queue_url": queue_url,
+        "budget_bytes": budget,
+        "compression": p.compression,
+        "zstd_level": p.zstd_level,
+        "chunk_rows": p.chunk_rows,
+        "max_rejects_per_file": p.max_rejects_per_file,
+    }
 
 
 def _finished(metrics: ProducerMetrics, table: str) -> None:
@@ -305,7 +320,7 @@ class _Run:
         counted = {"rows": 0, "rejected": 0, "bytes": 0}
 
         def on_sent(message: EncodedMessage) -> None:
-            checkpoint.mark_sent(message.seq)
+            checkpoint.mark_sent(message.seq, message.row_count)
             messages_sent.inc()
             rows_sent.inc(message.row_count)
             bytes_sent.inc(message.size)
@@ -321,7 +336,7 @@ class _Run:
 
         async def dispatch(message: EncodedMessage) -> None:
             report.total_messages = message.seq + 1
-            if message.seq < checkpoint.resume_from:
+            if checkpoint.already_sent(message.seq, message.row_count):
                 m.messages_skipped.labels(table).inc()
                 return
             await sender.submit(message)
