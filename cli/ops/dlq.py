@@ -43,6 +43,7 @@ __all__ = [
     "add_dlq_parser",
     "add_ledger_parser",
     "inspect_dlq",
+    "open_queues",
     "redrive",
     "run_dlq",
     "run_ledger",
@@ -128,10 +129,13 @@ class _Queues:
 
 
 @asynccontextmanager
-async def _queues(settings: Settings, args: argparse.Namespace) -> AsyncIterator[_Queues]:
-    async with open_queue(settings, queue_url=args.queue_url) as source:
-        if args.dlq_url:
-            dlq = await source.sibling(args.dlq_url)
+async def open_queues(
+    settings: Settings, *, queue_url: str | None = None, dlq_url: str | None = None
+) -> AsyncIterator[_Queues]:
+    """The source queue and its DLQ (``dlq_url``, else the one its RedrivePolicy names)."""
+    async with open_queue(settings, queue_url=queue_url) as source:
+        if dlq_url:
+            dlq = await source.sibling(dlq_url)
         else:
             found = await source.dead_letter()
             if found is None:
@@ -413,7 +417,7 @@ def _print_redrive(result: RedriveResult) -> None:
 
 def run_dlq(settings: Settings, args: argparse.Namespace) -> int:
     async def go() -> int:
-        async with _queues(settings, args) as queues:
+        async with open_queues(settings, queue_url=args.queue_url, dlq_url=args.dlq_url) as queues:
             if args.action == "inspect":
                 look = await inspect_dlq(
                     settings, queues, max_messages=min(100, max(1, args.max)), look_s=args.look_s

@@ -5,18 +5,14 @@ and by the database (duplicates of the table's natural key)."""
 from __future__ import annotations
 
 import csv
-import json
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.pipeline import count, drain_queue, produce_cli
+from support.pipeline import count, drain_queue, headrace, headrace_json, produce_cli
 
 from cli.datagen import HEADER, generate_csv, observations
 from cli.ops.rejected import reason_group
@@ -26,24 +22,6 @@ pytestmark = pytest.mark.slow
 
 ROWS = 3_000
 DUPLICATES = 5
-
-
-def headrace(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """`headrace ARGS` as a process, whatever its exit code."""
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def headrace_json(env: dict[str, str], *args: str, code: int = 0) -> Any:
-    proc = headrace(env, *args, "--json")
-    assert proc.returncode == code, f"exit {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
-    return json.loads(proc.stdout)
 
 
 @dataclass
