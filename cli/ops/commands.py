@@ -154,8 +154,8 @@ async def _runs(engine: AsyncEngine, args: argparse.Namespace) -> int:
         )
         for r in runs
     ]
-    columns = ["run", "source", "table", "started", "read", "sent", "inserted", "duplicate"]
-    columns += ["rejected", "applied/messages", "state"]
+    columns = ["run", "source", "table", "started", "read", "sent", "inserted", "dup"]
+    columns += ["rejected", "applied", "state"]
     output.console().print(output.table(f"{len(runs)} runs", columns, rows))
     return 0
 

@@ -306,7 +306,7 @@ async def redrive(
             return await _move_task(settings, queues, found, max_per_second)
         except (ClientError, BotoCoreError) as exc:
             # Not there (moto, some emulators) or not allowed: the loop does the same work.
-            native_error = str(exc)[:300]
+            native_error = str(exc).split("\n", 1)[0][:200]
             log.info("move_task_unavailable", error=native_error)
     result = await _redrive_loop(queues, found, max_per_second)
     result.native_error = native_error
@@ -452,8 +452,8 @@ def run_ledger(settings: Settings, args: argparse.Namespace) -> int:
             if age <= floor:
                 raise ConfigError(
                     f"--older-than {args.older_than} is not older than the queues' retention "
-                    f"({floor}): a message still in a queue could meet a pruned key and be "
-                    "applied twice"
+                    f"({output.duration(floor)}): a message still in a queue could meet a pruned "
+                    "key and be applied twice"
                 )
         engine = create_engine(settings, pool_size=1)
         try:
