@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 
 from cli.ops import OPS_COMMANDS, add_ops_parsers, run_ops
+from cli.progress import add_json_flags, interactive
 from headrace.errors import HeadraceError
 from headrace.logs import configure_logging
 from headrace.runtime import run
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("source", help="path of the CSV file, or s3://bucket/key")
     v.add_argument("--table", required=True)
     add_ops_parsers(sub)
+    add_json_flags(sub)
     return parser
 
 
@@ -80,12 +82,14 @@ def _print_json(obj: object) -> None:
 
 
 def _produce(settings: Settings, args: argparse.Namespace) -> int:
+    from cli.progress import produce_summary, producing
     from headrace.exposition import pushing, serving
     from headrace.metrics import ProducerMetrics
     from producer.app import INTERRUPTED_EXIT_CODE, ProduceReport, run_producer
 
     metrics = ProducerMetrics()
     m = settings.metrics
+    show = interactive(args, settings)
 
     async def go() -> ProduceReport:
         async with (
@@ -97,13 +101,14 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
                 grouping={"table": args.table},
                 interval_s=m.push_interval_s,
             ),
+            producing(metrics, args.table, show=show),
         ):
             return await run_producer(
                 settings, args.source, args.table, queue_url=args.queue_url, metrics=metrics
             )
 
     report = run(go())
-    _print_json(report.as_dict())
+    produce_summary(report.as_dict()) if show else _print_json(report.as_dict())
     return INTERRUPTED_EXIT_CODE if report.interrupted else 0
 
 
@@ -118,14 +123,24 @@ def _health(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from cli.progress import worker_summary, working
+    from headrace.metrics import WorkerMetrics, WorkerStats
     from worker.app import run_worker
 
+    show = interactive(args, settings)
     if args.idle_exit is not None:
         settings = settings.model_copy(
             update={"worker": settings.worker.model_copy(update={"idle_exit_s": args.idle_exit})}
         )
-    stats = run(run_worker(settings, queue_url=args.queue_url))
-    _print_json(stats.as_dict())  # what this worker did, for scripts (logs go to stderr)
+    metrics = WorkerMetrics()
+
+    async def go() -> WorkerStats:
+        async with working(metrics, show=show):
+            return await run_worker(settings, queue_url=args.queue_url, metrics=metrics)
+
+    stats = run(go())
+    # What this worker did: a table at a terminal, else JSON for scripts (logs go to stderr).
+    worker_summary(stats.as_dict()) if show else _print_json(stats.as_dict())
     return 0 if stats.batch_failures == 0 and stats.task_failures == 0 else 3
 
 
@@ -210,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         if args.command == "demo":
             configure_logging("WARNING", settings.log_format)
+        elif interactive(args, settings):  # a progress bar: only warnings, readable
+            configure_logging("WARNING", "console")
         else:
             configure_logging(settings.log_level, settings.log_format)
         if args.command in OPS_COMMANDS:

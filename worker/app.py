@@ -395,13 +395,15 @@ FORCED_EXIT_CODE = 4
 timeout; the ledger makes their redelivery safe)."""
 
 
-async def run_worker(settings: Settings, *, queue_url: str | None = None) -> WorkerStats:
+async def run_worker(
+    settings: Settings, *, queue_url: str | None = None, metrics: WorkerMetrics | None = None
+) -> WorkerStats:
     """Run a worker until SIGTERM/SIGINT (or idle exit), handling the signals gracefully.
 
     The first signal drains (or, while still starting up — e.g. waiting for an unreachable
     queue — stops at once); a second one exits with :data:`FORCED_EXIT_CODE` right away.
     """
-    worker = Worker(settings, queue_url=queue_url)
+    worker = Worker(settings, queue_url=queue_url, metrics=metrics)
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     signals = 0
