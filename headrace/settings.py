@@ -113,6 +113,14 @@ class ProducerSettings(BaseModel):
     max_rejects_per_file: int | None = Field(
         None, ge=0, description="Refuse the file once more rows than this were rejected."
     )
+    claim_check_bucket: str | None = Field(
+        None,
+        description="S3 bucket for rows bigger than a message: sent as an Extended Client "
+        "pointer to their own object instead of rejected (default: off, rejected).",
+    )
+    claim_check_prefix: str = Field(
+        "headrace-claims/", description="Key prefix of claim-check objects (then run/seq)."
+    )
 
 
 class WorkerSettings(BaseModel):

@@ -21,6 +21,7 @@ from headrace.schema import ColumnSpec, Reject, TableSchema, reflect_table
 from headrace.settings import Settings, signing_key
 from headrace.sqs import Queue, open_queue
 from producer.checkpoint import Checkpoint
+from producer.claimcheck import ClaimCheck, open_claim_check
 from producer.packer import Packer
 from producer.reader import CsvReader, open_reader, read_chunks
 from producer.sender import Sender
@@ -121,6 +122,8 @@ def make_run_id(
         p.compression,
         str(p.zstd_level),
     ]
+    if p.claim_check_bucket is not None:  # oversized rows become messages: other seqs
+        parts.append("claim-check")
     return hashlib.sha256("\x1e".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
@@ -195,9 +198,12 @@ async def _produce(
     p = settings.producer
     engine = create_engine(settings, pool_size=1)
     try:
-        async with open_queue(
-            settings, metrics=report.metrics, queue_url=queue_url, pool=p.concurrency + 2
-        ) as queue:
+        async with (
+            open_queue(
+                settings, metrics=report.metrics, queue_url=queue_url, pool=p.concurrency + 2
+            ) as queue,
+            open_claim_check(settings) as claims,
+        ):
             info = queue.info
             budget = min(info.max_message_bytes, p.max_message_bytes or info.max_message_bytes)
             schema = await db_call(lambda: _reflect(engine, table), engine=engine, what="reflect")
@@ -230,7 +236,7 @@ async def _produce(
                     budget_bytes=budget,
                     resume_from=checkpoint.resume_from,
                 )
-                run = _Run(settings, queue, schema, specs, checkpoint, report, stop)
+                run = _Run(settings, queue, schema, specs, checkpoint, report, stop, claims)
                 await run.pump(reader, threaded=source.threaded, budget=budget)
                 _finished(report.metrics, table)
             finally:
@@ -292,6 +298,7 @@ class _Run:
     checkpoint: Checkpoint
     report: ProduceReport
     stop: asyncio.Event
+    claims: ClaimCheck | None = None  # rows bigger than a message go to S3 behind a pointer
 
     async def pump(self, reader: CsvReader, *, threaded: bool, budget: int) -> None:
         """Read, type, pack and send every row; save the checkpoint as sends are confirmed."""
@@ -307,6 +314,7 @@ class _Run:
             compression=p.compression,
             zstd_level=p.zstd_level,
             max_row_chars=_max_row_chars(specs),
+            claim_check=self.claims is not None,
         )
 
         m, table = report.metrics, schema.name
@@ -339,7 +347,11 @@ class _Run:
             if checkpoint.already_sent(message.seq, message.row_count):
                 m.messages_skipped.labels(table).inc()
                 return
-            await sender.submit(message)
+            await sender.submit(
+                message
+                if message.size <= budget or self.claims is None
+                else await self.claims.pointer(checkpoint.run_id, message)
+            )
 
         def count_read() -> None:
             rows_read.inc(reader.rows_read - counted["rows"])
