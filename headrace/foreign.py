@@ -22,6 +22,7 @@ messages become, so everything after decoding (ledger, sink, rejects) is shared:
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,7 @@ POINTER_CLASSES = frozenset(
 SIZE_ATTRIBUTES = ("ExtendedPayloadSize", "SQSLargePayloadSize")
 MAX_ROWS = 100_000  # rows one foreign message may carry
 MAX_KEY_CHARS = 1024
+_POINTER_START = re.compile(r'\s*\[\s*"')
 
 
 def _attr(attributes: dict[str, Any] | None, name: str) -> str | None:
@@ -80,8 +82,8 @@ class S3Pointer:
 def parse_pointer(body: str, attributes: dict[str, Any] | None) -> S3Pointer | None:
     """The S3 object an Extended Client message points at, or None if it is no pointer."""
     size_text = next((t for n in SIZE_ATTRIBUTES if (t := _attr(attributes, n)) is not None), None)
-    if size_text is None and not body.lstrip().startswith('["'):
-        return None
+    if size_text is None and _POINTER_START.match(body) is None:
+        return None  # the common case, decided without parsing (or copying) the body
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:

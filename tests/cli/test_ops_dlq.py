@@ -95,7 +95,7 @@ async def test_inspect_shows_the_poison_and_leaves_it_visible(
     # The look is over: both are visible again at once, not after --look-s.
     assert await _counts(settings, queue.dlq_url) == (2, 0)
 
-    human = headrace(cli_env, "dlq", "inspect")
+    human = headrace({**cli_env, "COLUMNS": "200"}, "dlq", "inspect")
     assert human.returncode == 0, human.stderr
     assert "2 visible" in human.stdout
 

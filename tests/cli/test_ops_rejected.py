@@ -104,11 +104,12 @@ async def test_runs_report_what_the_database_holds(
     assert run["rows_rejected"] == in_rejected == len(bad) + DUPLICATES
     assert headrace_json(cli_env, "runs", "--table", "elsewhere") == []
 
-    shown = headrace(cli_env, "runs", "show", run_id)
+    wide = {**cli_env, "COLUMNS": "200"}  # tables of a fixed width, whatever the caller's
+    shown = headrace(wide, "runs", "show", run_id)
     assert shown.returncode == 0, shown.stderr
     assert run_id in shown.stdout
     assert "complete" in shown.stdout
-    listed = headrace(cli_env, "runs")
+    listed = headrace(wide, "runs")
     assert listed.returncode == 0, listed.stderr
     assert run_id[:12] in listed.stdout
     assert f"{total}/{total}" in listed.stdout
@@ -132,7 +133,7 @@ async def test_rejected_list_groups_by_reason(
     )
     assert (dup["count"], dup["stage"]) == (len(loaded.duplicate_lines), "worker")
     assert dup["first_line"] == min(loaded.duplicate_lines)
-    human = headrace(cli_env, "rejected", "list")
+    human = headrace({**cli_env, "COLUMNS": "200"}, "rejected", "list")
     assert human.returncode == 0, human.stderr
     assert f"{len(stored)} rejected rows" in human.stdout
 
