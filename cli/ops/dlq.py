@@ -25,17 +25,21 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cli.ops import output
 from cli.ops.output import parse_age, print_json
 from headrace import envelope
-from headrace.errors import ConfigError, EnvelopeError, QueueError
+from headrace.db import create_engine, database_configured
+from headrace.errors import ConfigError, EnvelopeError, QueueError, SchemaError
 from headrace.runtime import run
+from headrace.schema import reflect_table
 from headrace.settings import Settings, signing_key
 from headrace.sqs import OutgoingMessage, Received, SqsQueue, open_queue, sqs_client
-from headrace.tables import INTERNAL_TABLES
+from headrace.tables import INTERNAL_TABLES, ingest_ledger
 
 __all__ = [
     "Inspection",
@@ -193,6 +197,7 @@ async def inspect_dlq(
         if received:  # visible again now, not after the look's timeout
             await dlq.change_visibility([m.receipt for m in received], 0)
     sample = [_sample(settings, m) for m in received]
+    await _database_reasons(settings, sample)
     sent = [s.sent_at for s in sample if s.sent_at is not None]
     return Inspection(
         dlq_url=dlq.url,
@@ -241,6 +246,40 @@ def _valid_reason(settings: Settings, table: str, message_id: str) -> str:
         "a valid envelope: its table was missing or refused the batch when the worker tried "
         f"(see the worker's poison_message log line for message_id {message_id})"
     )
+
+
+async def _database_reasons(settings: Settings, sample: list[Sample]) -> None:
+    """For valid envelopes, ask the database what the message cannot tell: whether its key
+    is applied already, whether its table exists and has its columns (when one is set)."""
+    valid = [s for s in sample if s.envelope is not None]
+    if not valid or not database_configured(settings):
+        return
+    engine = create_engine(settings, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            for s in valid:
+                s.reason = await _database_reason(conn, settings, s) or s.reason
+    finally:
+        await engine.dispose()
+
+
+async def _database_reason(conn: AsyncConnection, settings: Settings, s: Sample) -> str | None:
+    head = s.envelope or {}
+    lg = ingest_ledger.c
+    applied = await conn.execute(
+        sa.select(lg.applied_at).where(lg.run_id == head["run"], lg.seq == head["seq"])
+    )
+    when = applied.scalar()
+    if when is not None:
+        return f"already applied at {when} UTC (in the ledger): a redrive inserts nothing"
+    try:
+        schema = await reflect_table(conn, head["table"], allowed=settings.worker.tables)
+    except SchemaError as exc:
+        return f"poison: {exc}"
+    missing = [c for c in head["columns"] if c not in schema.columns]
+    if missing:
+        return f"table {schema.name!r} lacks column(s) {', '.join(missing)} (schema drift)"
+    return None
 
 
 def _print_inspection(result: Inspection) -> None:

@@ -117,6 +117,11 @@ async def test_redrive_moves_every_message_once_and_each_is_applied_once(
     assert worker_report(tmp_path / "refusing.log")["messages_applied"] == 0
     assert await _counts(settings, queue.dlq_url) == (total, 0)
 
+    look = headrace_json(cli_env, "dlq", "inspect", "--max", "3")
+    assert {s["envelope"]["run"] for s in look["sample"]} == {report["run_id"]}
+    assert all(s["envelope"]["table"] == "observations" for s in look["sample"])
+    assert all("poison_message" in s["reason"] for s in look["sample"])  # the log has it
+
     dry = headrace_json(cli_env, "dlq", "redrive", "--dry-run")
     assert (dry["method"], dry["found"], dry["moved"]) == ("dry-run", total, 0)
     assert await _counts(settings, queue.dlq_url) == (total, 0)
@@ -187,8 +192,9 @@ async def test_redrive_uses_start_message_move_task_where_the_endpoint_has_it(
     assert move_task_endpoint.count(move_task_endpoint.requests, "ReceiveMessage") == 0
 
 
-async def _dead_letter_one(settings: Settings, queue: QueuePair) -> None:
-    """Take one message out of the queue into its DLQ, as SQS does after maxReceiveCount."""
+async def _dead_letter_one(settings: Settings, queue: QueuePair) -> tuple[str, Any]:
+    """Take one message out of the queue into its DLQ, as SQS does after maxReceiveCount;
+    returns its body and attributes."""
     async with sqs_client(settings) as sqs:
         got = await sqs.receive_message(
             QueueUrl=queue.queue_url, MaxNumberOfMessages=1, MessageAttributeNames=["All"]
@@ -200,6 +206,7 @@ async def _dead_letter_one(settings: Settings, queue: QueuePair) -> None:
             MessageAttributes=m.get("MessageAttributes", {}),
         )
         await sqs.delete_message(QueueUrl=queue.queue_url, ReceiptHandle=m["ReceiptHandle"])
+    return m["Body"], m.get("MessageAttributes", {})
 
 
 async def test_prune_never_removes_a_key_that_could_still_be_redelivered(
@@ -216,7 +223,7 @@ async def test_prune_never_removes_a_key_that_could_still_be_redelivered(
     # The next day's observations: other keys.
     partial = generate_csv(tmp_path / "partial.csv", 2_000, seed=2, bad_ratio=0, day=NEXT_DAY)
     incomplete = produce_cli(env, partial.path)
-    await _dead_letter_one(settings, queue)  # one of its messages waits in the DLQ
+    body, attrs = await _dead_letter_one(settings, queue)  # one message waits in the DLQ
     drain_queue(cli_env, tmp_path / "w2.log")
     a, b = finished["total_messages"], incomplete["total_messages"]
     assert (await _keys(engine, finished["run_id"]), await _keys(engine, incomplete["run_id"])) == (
@@ -257,3 +264,8 @@ async def test_prune_never_removes_a_key_that_could_still_be_redelivered(
     assert again["messages_sent"] == 0
     assert await count(engine) == 4_000
     assert await rejected(engine) == []
+    # A copy of an applied message in the DLQ: inspect says a redrive would insert nothing.
+    async with sqs_client(settings) as sqs:
+        await sqs.send_message(QueueUrl=queue.dlq_url, MessageBody=body, MessageAttributes=attrs)
+    (copy,) = headrace_json(cli_env, "dlq", "inspect")["sample"]
+    assert copy["reason"].startswith("already applied at ")
