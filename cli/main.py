@@ -1,4 +1,5 @@
-"""The `headrace` command: produce, worker, migrate, health, demo, generate, verify."""
+"""The `headrace` command: produce, worker, migrate, health, demo, generate, verify, and the
+operator commands runs, rejected, dlq, ledger (:mod:`cli.ops`)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import argparse
 import gc
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
 
 from cli.csvflags import add_format_flags, apply_format_flags
+from cli.ops import OPS_COMMANDS, add_ops_parsers, run_ops
+from cli.progress import add_json_flags, interactive
 from headrace.errors import HeadraceError
 from headrace.logs import configure_logging
 from headrace.runtime import run
@@ -72,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("source", help="path of the CSV file, or s3://bucket/key")
     v.add_argument("--table", required=True)
     add_format_flags(v, writing=False)
+    add_ops_parsers(sub)
+    add_json_flags(sub)
     return parser
 
 
@@ -80,12 +85,14 @@ def _print_json(obj: object) -> None:
 
 
 def _produce(settings: Settings, args: argparse.Namespace) -> int:
+    from cli.progress import produce_summary, producing
     from headrace.exposition import pushing, serving
     from headrace.metrics import ProducerMetrics
     from producer.app import INTERRUPTED_EXIT_CODE, ProduceReport, run_producer
 
     metrics = ProducerMetrics()
     m = settings.metrics
+    show = interactive(args, settings)
 
     async def go() -> ProduceReport:
         async with (
@@ -97,13 +104,14 @@ def _produce(settings: Settings, args: argparse.Namespace) -> int:
                 grouping={"table": args.table},
                 interval_s=m.push_interval_s,
             ),
+            producing(metrics, args.table, show=show),
         ):
             return await run_producer(
                 settings, args.source, args.table, queue_url=args.queue_url, metrics=metrics
             )
 
     report = run(go())
-    _print_json(report.as_dict())
+    produce_summary(report.as_dict()) if show else _print_json(report.as_dict())
     return INTERRUPTED_EXIT_CODE if report.interrupted else 0
 
 
@@ -118,14 +126,24 @@ def _health(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from cli.progress import worker_summary, working
+    from headrace.metrics import WorkerMetrics, WorkerStats
     from worker.app import run_worker
 
+    show = interactive(args, settings)
     if args.idle_exit is not None:
         settings = settings.model_copy(
             update={"worker": settings.worker.model_copy(update={"idle_exit_s": args.idle_exit})}
         )
-    stats = run(run_worker(settings, queue_url=args.queue_url))
-    _print_json(stats.as_dict())  # what this worker did, for scripts (logs go to stderr)
+    metrics = WorkerMetrics()
+
+    async def go() -> WorkerStats:
+        async with working(metrics, show=show):
+            return await run_worker(settings, queue_url=args.queue_url, metrics=metrics)
+
+    stats = run(go())
+    # What this worker did: a table at a terminal, else JSON for scripts (logs go to stderr).
+    worker_summary(stats.as_dict()) if show else _print_json(stats.as_dict())
     return 0 if stats.batch_failures == 0 and stats.task_failures == 0 else 3
 
 
@@ -201,6 +219,26 @@ def _quiet_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
+def _logging_for(args: argparse.Namespace, settings: Settings) -> None:
+    if args.command == "demo":
+        configure_logging("WARNING", settings.log_format)
+    elif interactive(args, settings):  # a progress bar: only warnings, readable
+        configure_logging("WARNING", "console")
+    else:
+        configure_logging(settings.log_level, settings.log_format)
+
+
+_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "produce": _produce,
+    "worker": _worker,
+    "migrate": lambda settings, _args: _migrate(settings),
+    "health": _health,
+    "demo": _demo,
+    "generate": lambda _settings, args: _generate(args),
+    "verify": _verify,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     for module in _PRELOAD.get(args.command, ()):
@@ -210,23 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         if args.command in ("produce", "verify"):
             settings = apply_format_flags(settings, args)
-        if args.command == "demo":
-            configure_logging("WARNING", settings.log_format)
-        else:
-            configure_logging(settings.log_level, settings.log_format)
-        if args.command == "produce":
-            return _produce(settings, args)
-        if args.command == "worker":
-            return _worker(settings, args)
-        if args.command == "migrate":
-            return _migrate(settings)
-        if args.command == "health":
-            return _health(settings, args)
-        if args.command == "demo":
-            return _demo(settings, args)
-        if args.command == "generate":
-            return _generate(args)
-        return _verify(settings, args)
+        _logging_for(args, settings)
+        if args.command in OPS_COMMANDS:
+            return run_ops(settings, args)
+        return _COMMANDS[args.command](settings, args)
     except HeadraceError as exc:
         print(f"headrace: error: {exc}", file=sys.stderr)
         return 2

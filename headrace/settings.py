@@ -123,6 +123,14 @@ class ProducerSettings(BaseModel):
         default_factory=lambda: CsvFormat.model_validate({}),
         description="How the file is written (`headrace produce --help`).",
     )
+    claim_check_bucket: str | None = Field(
+        None,
+        description="S3 bucket for rows bigger than a message: sent as an Extended Client "
+        "pointer to their own object instead of rejected (default: off, rejected).",
+    )
+    claim_check_prefix: str = Field(
+        "headrace-claims/", description="Key prefix of claim-check objects (then run/seq)."
+    )
 
 
 class WorkerSettings(BaseModel):
@@ -176,6 +184,28 @@ class WorkerSettings(BaseModel):
     )
     protection_idle_s: float = Field(
         5.0, ge=0, description="Turn scale-in protection off after this long with nothing held."
+    )
+    accept_json: bool = Field(
+        True,
+        description="Accept plain JSON row messages from other producers (no headrace-v "
+        "attribute); off: they are poison.",
+    )
+    default_table: str | None = Field(
+        None,
+        description="Table of a plain JSON message that names none (body or headrace-table "
+        "attribute); still checked against worker.tables.",
+    )
+    max_payload_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        le=2 * 1024**3,
+        description="Largest S3 payload an Extended Client pointer may name; a bigger one is "
+        "poison.",
+    )
+    delete_payloads: bool = Field(
+        False,
+        description="Delete an Extended Client payload's S3 object once its message committed "
+        "and was deleted (default: keep it).",
     )
 
     @field_validator("tables", mode="before")

@@ -383,6 +383,10 @@ class SqsQueue:
     async def attributes(self, names: Sequence[str]) -> dict[str, str]:
         return await _attributes(self._client, self.url, names)
 
+    async def sibling(self, url: str) -> SqsQueue:
+        """Another queue on the same client (and metrics), described."""
+        return SqsQueue(self._client, await _describe(self._client, url))
+
     async def dead_letter(self) -> SqsQueue | None:
         """The DLQ the RedrivePolicy names (same client, so its requests are counted too)."""
         arn = dead_letter_arn(self.info.redrive_policy)

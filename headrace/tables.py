@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects import mysql
 
@@ -54,7 +55,7 @@ ingest_ledger = Table(
     Column("table_name", String(64), nullable=False),
     Column("rows_inserted", Integer, nullable=False),
     Column("rows_rejected", Integer, nullable=False),
-    Column("applied_at", DateTime, nullable=False, server_default=func.now()),
+    Column("applied_at", DateTime, nullable=False, server_default=func.now(), index=True),
 )
 
 # Rows that could not be inserted, with the reason; the other half of the invariant.
@@ -73,7 +74,8 @@ rejected_rows = Table(
     UniqueConstraint("run_id", "line"),
 )
 
-# The producer's checkpoint: how far a run has been sent, so a restart skips ahead.
+# The producer's checkpoint and run record: how far a run has been sent, so a restart skips
+# ahead, and what it read, sent and rejected.
 ingest_runs = Table(
     "ingest_runs",
     metadata,
@@ -87,9 +89,16 @@ ingest_runs = Table(
     Column("total_messages", Integer, nullable=True),
     Column("rows_read", BigInteger, nullable=False),
     Column("rows_rejected", BigInteger, nullable=False),
-    Column("started_at", DateTime, nullable=False, server_default=func.now()),
+    Column("started_at", DateTime, nullable=False, server_default=func.now(), index=True),
     Column("updated_at", DateTime, nullable=False, server_default=func.now()),
     Column("finished_at", DateTime, nullable=True),
+    # The run record `headrace runs` shows (migration 0002): rows in messages confirmed sent,
+    # rows `headrace rejected replay` inserted later, the source's columns (a JSON list, the
+    # header `headrace rejected export` writes) and the producer's options (a JSON object).
+    Column("rows_sent", BigInteger, nullable=False, server_default=text("0")),
+    Column("rows_replayed", BigInteger, nullable=False, server_default=text("0")),
+    Column("columns", Text, nullable=True),
+    Column("options", Text, nullable=True),
 )
 
 INTERNAL_TABLES = frozenset({"ingest_ledger", "rejected_rows", "ingest_runs", "alembic_version"})

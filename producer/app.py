@@ -21,6 +21,7 @@ from headrace.schema import ColumnSpec, Layout, Reject, TableSchema, reflect_tab
 from headrace.settings import Settings, signing_key
 from headrace.sqs import Queue, open_queue
 from producer.checkpoint import Checkpoint
+from producer.claimcheck import ClaimCheck, open_claim_check
 from producer.packer import Packer
 from producer.reader import CsvReader, open_reader, read_chunks
 from producer.sender import Sender
@@ -126,6 +127,8 @@ def make_run_id(
         parts.append(fingerprint)
     if p.on_duplicate != "error":
         parts.append(f"on_duplicate={p.on_duplicate}")
+    if p.claim_check_bucket is not None:  # oversized rows become messages: other seqs
+        parts.append("claim-check")
     return hashlib.sha256("\x1e".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
@@ -200,9 +203,12 @@ async def _produce(
     p = settings.producer
     engine = create_engine(settings, pool_size=1)
     try:
-        async with open_queue(
-            settings, metrics=report.metrics, queue_url=queue_url, pool=p.concurrency + 2
-        ) as queue:
+        async with (
+            open_queue(
+                settings, metrics=report.metrics, queue_url=queue_url, pool=p.concurrency + 2
+            ) as queue,
+            open_claim_check(settings) as claims,
+        ):
             info = queue.info
             budget = min(info.max_message_bytes, p.max_message_bytes or info.max_message_bytes)
             schema = await db_call(lambda: _reflect(engine, table), engine=engine, what="reflect")
@@ -220,6 +226,8 @@ async def _produce(
                     version=source.version,
                     size=source.size,
                     table=table,
+                    columns=[s.name for s in specs],
+                    options=_options(settings, queue.url, budget),
                 )
                 if checkpoint.status == "sent":
                     report.already_complete = True
@@ -234,13 +242,28 @@ async def _produce(
                     budget_bytes=budget,
                     resume_from=checkpoint.resume_from,
                 )
-                run = _Run(settings, queue, schema, specs, layout, checkpoint, report, stop)
+                run = _Run(settings, queue, schema, specs, layout, checkpoint, report, stop, claims)
                 await run.pump(reader, threaded=source.threaded, budget=budget)
                 _finished(report.metrics, table)
             finally:
                 reader.close()
     finally:
         await engine.dispose()
+
+
+def _options(settings: Settings, queue_url: str, budget: int) -> dict[str, object]:
+    """How the run reads and packs, for its record in ``ingest_runs`` (`headrace runs show`)."""
+    p = settings.producer
+    return {
+        "queue_url": queue_url,
+        "budget_bytes": budget,
+        "compression": p.compression,
+        "zstd_level": p.zstd_level,
+        "chunk_rows": p.chunk_rows,
+        "max_rejects_per_file": p.max_rejects_per_file,
+        "on_duplicate": p.on_duplicate,
+        "csv": p.csv.model_dump(mode="json"),  # `headrace rejected replay` types with it
+    }
 
 
 def _finished(metrics: ProducerMetrics, table: str) -> None:
@@ -284,6 +307,7 @@ class _Run:
     checkpoint: Checkpoint
     report: ProduceReport
     stop: asyncio.Event
+    claims: ClaimCheck | None = None  # rows bigger than a message go to S3 behind a pointer
 
     async def pump(self, reader: CsvReader, *, threaded: bool, budget: int) -> None:
         """Read, type, pack and send every row; save the checkpoint as sends are confirmed."""
@@ -300,6 +324,7 @@ class _Run:
             zstd_level=p.zstd_level,
             max_row_chars=_max_row_chars(specs),
             on_duplicate=p.on_duplicate,
+            claim_check=self.claims is not None,
         )
 
         m, table = report.metrics, schema.name
@@ -313,7 +338,7 @@ class _Run:
         counted = {"rows": 0, "rejected": 0, "bytes": 0}
 
         def on_sent(message: EncodedMessage) -> None:
-            checkpoint.mark_sent(message.seq)
+            checkpoint.mark_sent(message.seq, message.row_count)
             messages_sent.inc()
             rows_sent.inc(message.row_count)
             bytes_sent.inc(message.size)
@@ -329,10 +354,14 @@ class _Run:
 
         async def dispatch(message: EncodedMessage) -> None:
             report.total_messages = message.seq + 1
-            if message.seq < checkpoint.resume_from:
+            if checkpoint.already_sent(message.seq, message.row_count):
                 m.messages_skipped.labels(table).inc()
                 return
-            await sender.submit(message)
+            await sender.submit(
+                message
+                if message.size <= budget or self.claims is None
+                else await self.claims.pointer(checkpoint.run_id, message)
+            )
 
         def count_read() -> None:
             rows_read.inc(reader.rows_read - counted["rows"])

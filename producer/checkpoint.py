@@ -9,8 +9,10 @@ correctness.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,25 +34,45 @@ class Checkpoint:
     status: str = "sending"
     watermark: int = 0
     persisted: int = 0
+    rows_sent: int = 0  # rows of the messages confirmed sent, by this attempt or an earlier one
     _done: set[int] = field(default_factory=set)
 
     @classmethod
     async def open(
-        cls, engine: AsyncEngine, *, run_id: str, source: str, version: str, size: int, table: str
+        cls,
+        engine: AsyncEngine,
+        *,
+        run_id: str,
+        source: str,
+        version: str,
+        size: int,
+        table: str,
+        columns: Sequence[str] = (),
+        options: Mapping[str, object] | None = None,
     ) -> Checkpoint:
-        """Read (or start) the run's row; retried while the database is unavailable."""
+        """Read (or start) the run's row; retried while the database is unavailable.
+
+        ``columns`` (the source's, in its order) and ``options`` (how it was read and packed)
+        go into the run record that `headrace runs` shows and `headrace rejected export` uses.
+        """
+        record = {
+            "run_id": run_id,
+            "source": source[:1024],
+            "source_version": version[:128],
+            "source_bytes": size,
+            "table_name": table,
+            "columns": orjson.dumps(list(columns)).decode(),
+            "options": orjson.dumps(dict(options or {})).decode(),
+        }
 
         async def once() -> Checkpoint:
-            return await cls._open(
-                engine, run_id=run_id, source=source, version=version, size=size, table=table
-            )
+            return await cls._open(engine, record)
 
         return await db_call(once, engine=engine, what="checkpoint_open")
 
     @classmethod
-    async def _open(
-        cls, engine: AsyncEngine, *, run_id: str, source: str, version: str, size: int, table: str
-    ) -> Checkpoint:
+    async def _open(cls, engine: AsyncEngine, record: dict[str, object]) -> Checkpoint:
+        run_id = str(record["run_id"])
         async with engine.begin() as conn:
             row = (
                 await conn.execute(
@@ -62,11 +84,7 @@ class Checkpoint:
             if row is None:
                 await conn.execute(
                     ingest_runs.insert().values(
-                        run_id=run_id,
-                        source=source[:1024],
-                        source_version=version[:128],
-                        source_bytes=size,
-                        table_name=table,
+                        **record,
                         status="sending",
                         messages_sent=0,
                         rows_read=0,
@@ -81,21 +99,36 @@ class Checkpoint:
             engine, run_id, resume_from=sent, status=str(row.status), watermark=sent, persisted=sent
         )
 
-    def mark_sent(self, seq: int) -> None:
+    def already_sent(self, seq: int, rows: int) -> bool:
+        """Whether message ``seq`` was sent by an earlier attempt (then it counts as sent)."""
+        if seq >= self.resume_from:
+            return False
+        self.rows_sent += rows
+        return True
+
+    def mark_sent(self, seq: int, rows: int = 0) -> None:
+        self.rows_sent += rows
         self._done.add(seq)
         while self.watermark in self._done:
             self._done.discard(self.watermark)
             self.watermark += 1
 
     async def save(
-        self, *, rows_read: int, rows_rejected: int, total_messages: int | None = None
+        self,
+        *,
+        rows_read: int,
+        rows_rejected: int,
+        total_messages: int | None = None,
     ) -> None:
         values: dict[str, object] = {
             "messages_sent": self.watermark,
             "updated_at": _now(),
         }
         if self.resume_from == 0 or total_messages is not None:
-            values.update(rows_read=rows_read, rows_rejected=rows_rejected)
+            # A resumed attempt re-reads from the start: its counts catch up only at the end.
+            values.update(
+                rows_read=rows_read, rows_rejected=rows_rejected, rows_sent=self.rows_sent
+            )
         if total_messages is not None:
             values.update(status="sent", total_messages=total_messages, finished_at=_now())
             self.status = "sent"

@@ -47,8 +47,12 @@ class Packer:
         zstd_level: int = 3,
         max_row_chars: int | None = None,
         on_duplicate: str = "error",
+        claim_check: bool = False,
     ) -> None:
         self.budget = budget
+        # A row too big for any message: a message of its own, over budget, for the caller
+        # to put in S3 behind a pointer (claim check); else a reject.
+        self._claim_check = claim_check
         self._meta: dict[str, object] = {
             "v": VERSION,
             "run": run_id,
@@ -137,7 +141,8 @@ class Packer:
     def _without_oversized(
         self, columns: Sequence[Sequence[str | None]], lines: Sequence[int]
     ) -> Generator[EncodedMessage, None, tuple[Sequence[Sequence[str | None]], Sequence[int]]]:
-        """Turn rows too large for any message into rejects (they would never fit)."""
+        """Turn rows too large for any message into rejects (they would never fit), or with
+        the claim check into messages of their own (bigger than the budget)."""
         if self._rows_always_fit:
             return columns, lines
         if self._fits_alone(sum(max(map(len, filter(None, col)), default=0) for col in columns)):
@@ -148,6 +153,9 @@ class Packer:
             size = len(orjson.dumps(row))
             if size + 8 > self._row_limit:
                 oversized.append(k)
+                if self._claim_check:
+                    yield from self._encode([[v] for v in row], [line], [], oversize=True)
+                    continue
                 reason = f"row is {size} bytes encoded; a message carries at most {self._row_limit}"
                 yield from self._take_reject(Reject(line, row_text(row), reason))
         if not oversized:
@@ -203,6 +211,8 @@ class Packer:
         data: list[list[str | None]] | bytes,
         lines: list[int],
         rejects: list[Reject],
+        *,
+        oversize: bool = False,
     ) -> Iterator[EncodedMessage]:
         meta = header({**self._meta, "seq": self._seq})
         raw = assemble(meta, data, lines, rejects)
@@ -216,9 +226,9 @@ class Packer:
             yield from self._encode([c[:half_p] for c in values], lines[:half_p], rejects[:half_r])
             yield from self._encode([c[half_p:] for c in values], lines[half_p:], rejects[half_r:])
             return
-        if msg.size > self.budget:
+        if msg.size > self.budget and not oversize:
             raise EnvelopeError(f"a single entry does not fit in {self.budget} bytes")
-        if msg.encoding == "zstd+b64":
+        if msg.encoding == "zstd+b64" and not oversize:
             self._ratio = max(0.75, msg.raw_bytes / max(1, msg.size))
         self._seq += 1
         yield msg

@@ -30,17 +30,20 @@ class Acker:
         self._metrics = metrics
         self._max_delay_s = max_delay_s
 
-    async def delete(self, messages: list[Message]) -> None:
-        """Delete committed messages and stop holding them."""
+    async def delete(self, messages: list[Message]) -> list[Message]:
+        """Delete committed messages and stop holding them; returns those SQS deleted."""
+        deleted: list[Message] = []
         try:
             outcome = await self._queue.delete([m.receipt for m in messages])
         except QueueError as exc:
             log.warning("delete_failed", error=str(exc)[:300], messages=len(messages))
         else:
             self._metrics.deletes.inc(len(outcome.ok))
+            deleted = [messages[i] for i in outcome.ok]
             for index, code, _, _ in outcome.failed:
                 log.warning("delete_entry_failed", code=code, message_id=messages[index].message_id)
         await self._inflight.remove(messages)
+        return deleted
 
     async def release(self, messages: Sequence[Message], delay_s: int = 0) -> None:
         """Hand messages back unapplied (visible again after ``delay_s``)."""

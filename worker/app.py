@@ -15,12 +15,13 @@ import asyncio
 import os
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headrace import failpoints
+from headrace.aws import s3_client
 from headrace.db import create_engine, error_reason, refuse_bad_database_settings
 from headrace.errors import ConfigError, DatabaseUnavailable, QueueError, SchemaError
 from headrace.exposition import serving
@@ -33,11 +34,15 @@ from worker.circuit import Circuit
 from worker.heartbeat import Heartbeat
 from worker.inflight import InFlight
 from worker.parts import Parts
+from worker.payloads import Payloads
 from worker.poller import Poller
 from worker.protection import TaskProtection
 from worker.queuewatch import QueueWatch
 from worker.sink import Sink
 from worker.tables import Tables
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
 
 __all__ = ["Worker", "WorkerStats", "run_worker"]
 
@@ -123,7 +128,8 @@ class Worker:
                 if queue.info.redrive_policy is None:
                     log.warning("queue_has_no_dlq", queue=queue.url)
                 log.info("worker_start", queue=queue.url, pollers=w.pollers, sinks=w.sinks)
-                await self._run(queue, engine)
+                async with s3_client(self.settings) as s3:  # Extended Client payloads
+                    await self._run(queue, engine, s3)
         finally:
             if self._engine is None:
                 await engine.dispose()
@@ -131,7 +137,7 @@ class Worker:
         log.info("worker_stopped", **stats.as_dict())
         return stats
 
-    async def _run(self, queue: Queue, engine: AsyncEngine) -> None:
+    async def _run(self, queue: Queue, engine: AsyncEngine, s3: S3Client) -> None:
         w = self.settings.worker
         self.started = True
         tables = Tables(engine, allowed=w.tables, timeout_s=self.settings.db.statement_timeout_s)
@@ -168,6 +174,7 @@ class Worker:
             acker=acker,
             stopping=self._stopping,
             signing_key=signing_key(self.settings),
+            payloads=Payloads(s3, max_bytes=w.max_payload_bytes, delete=w.delete_payloads),
         )
         pollers = [Poller(queue, parts) for _ in range(w.pollers)]
         heartbeat = Heartbeat(
@@ -270,7 +277,9 @@ class Worker:
                 await acker.poison_held(batch.messages, exc)
             return
         await failpoints.hit("worker.after_commit")
-        await acker.delete(batch.messages)
+        deleted = await acker.delete(batch.messages)
+        if parts.payloads is not None:  # only now: a redelivery would need the payload
+            await parts.payloads.committed([m.pointer for m in deleted if m.pointer is not None])
         duplicate_rows = sum(
             e.row_count + len(e.rejects)
             for e in envelopes
@@ -389,13 +398,15 @@ FORCED_EXIT_CODE = 4
 timeout; the ledger makes their redelivery safe)."""
 
 
-async def run_worker(settings: Settings, *, queue_url: str | None = None) -> WorkerStats:
+async def run_worker(
+    settings: Settings, *, queue_url: str | None = None, metrics: WorkerMetrics | None = None
+) -> WorkerStats:
     """Run a worker until SIGTERM/SIGINT (or idle exit), handling the signals gracefully.
 
     The first signal drains (or, while still starting up — e.g. waiting for an unreachable
     queue — stops at once); a second one exits with :data:`FORCED_EXIT_CODE` right away.
     """
-    worker = Worker(settings, queue_url=queue_url)
+    worker = Worker(settings, queue_url=queue_url, metrics=metrics)
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     signals = 0

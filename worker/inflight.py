@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from headrace.envelope import Envelope
+from headrace.foreign import S3Pointer
 from headrace.metrics import WorkerMetrics
 from headrace.sqs import MAX_BATCH_ENTRIES
 
@@ -22,6 +23,7 @@ class Message:
     deadline: float  # monotonic time at which SQS makes the message visible again
     received_at: float = field(default_factory=time.monotonic)
     sent_at: float | None = None  # SentTimestamp (epoch seconds), when SQS told us
+    pointer: S3Pointer | None = None  # where an Extended Client message's payload is
 
     @property
     def rows(self) -> int:

@@ -11,6 +11,7 @@ from worker.acker import Acker
 from worker.buffer import Batch, Buffer
 from worker.circuit import Circuit
 from worker.inflight import InFlight
+from worker.payloads import Payloads
 from worker.tables import Tables
 
 __all__ = ["Parts"]
@@ -28,3 +29,4 @@ class Parts:
     acker: Acker  # delete after commit, release otherwise
     stopping: asyncio.Event  # set once shutdown begins
     signing_key: bytes | None  # messages must carry a valid signature under it
+    payloads: Payloads | None = None  # Extended Client payloads in S3

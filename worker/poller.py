@@ -17,11 +17,20 @@ from sqlalchemy.exc import DBAPIError
 from headrace import failpoints
 from headrace.envelope import Envelope, decode, verify_signature
 from headrace.errors import EnvelopeError, QueueError, SchemaError, TableNotFound
+from headrace.foreign import (
+    ForeignRows,
+    S3Pointer,
+    is_envelope,
+    parse_pointer,
+    parse_rows,
+    type_rows,
+)
 from headrace.retry import Backoff
 from headrace.sqs import Queue, Received
 from worker.buffer import Batch
 from worker.inflight import Message
 from worker.parts import Parts
+from worker.payloads import PayloadUnavailable
 
 __all__ = ["Poller"]
 
@@ -48,6 +57,7 @@ class Poller:
         self._metrics = parts.metrics
         self._stopping = parts.stopping
         self._signing_key = parts.signing_key
+        self._payloads = parts.payloads
         self.receiving = False  # inside a receive call (shutdown gives those a grace)
         self.last_receive_at = 0.0  # monotonic time of the last receive that got messages
 
@@ -97,17 +107,24 @@ class Poller:
     async def _accept(self, raw: Received, received_at: float) -> None:
         self._metrics.received(raw.sent_at)
         try:
-            env = await self._decode(raw)
+            pointer, decoded = await self._decode(raw)
         except EnvelopeError as exc:
             await self._poison(raw, exc)
             return
+        except PayloadUnavailable as exc:  # S3 did not answer: later, like the database
+            log.warning("payload_unavailable", message_id=raw.message_id, error=str(exc)[:300])
+            await self._hand_back(raw, RETRY_LATER_S)
+            return
         try:
+            if isinstance(decoded, ForeignRows):  # typed by the table's rules, as CSV is
+                decoded = type_rows(decoded, await self._tables.get(decoded.table))
+            env = decoded
             drift = await self._tables.mismatch(env.table, env.columns)
         except TableNotFound as exc:
-            if not self._tables.waits_for(env.table):
+            if not (isinstance(decoded, Envelope) and self._tables.waits_for(decoded.table)):
                 await self._poison(raw, exc)
                 return
-            drift = exc  # listed but not there (yet): wait for it as for a missing column
+            env, drift = decoded, exc  # listed but not there (yet): wait as for a column
         except SchemaError as exc:
             await self._poison(raw, exc)
             return
@@ -123,6 +140,7 @@ class Poller:
             deadline=received_at + self._settings.visibility_timeout_s,
             received_at=received_at,
             sent_at=raw.sent_at,
+            pointer=pointer,
         )
         self._inflight.add(message)
         if drift is not None:
@@ -132,13 +150,28 @@ class Poller:
         if batch is not None:
             await self._batches.put(batch)
 
-    async def _decode(self, raw: Received) -> Envelope:
-        """The envelope, signature checked first when a key is set; big bodies off the loop."""
+    async def _decode(self, raw: Received) -> tuple[S3Pointer | None, Envelope | ForeignRows]:
+        """The envelope (or another producer's JSON rows), signature checked first when a key
+        is set, an Extended Client payload read from S3 first; big bodies off the loop."""
         if self._signing_key is not None:
             verify_signature(self._signing_key, raw.body, raw.attributes)
-        if len(raw.body) < OFF_LOOP_BYTES:
-            return decode(raw.body, raw.attributes)
-        return await asyncio.to_thread(decode, raw.body, raw.attributes)
+        pointer = parse_pointer(raw.body, raw.attributes)
+        body = raw.body
+        if pointer is not None:
+            if self._payloads is None:
+                raise EnvelopeError("an Extended Client pointer, and no S3 client to read it")
+            body = await self._payloads.fetch(pointer)
+        if is_envelope(raw.attributes) or not self._settings.accept_json:
+            if len(body) < OFF_LOOP_BYTES:
+                return pointer, decode(body, raw.attributes)
+            return pointer, await asyncio.to_thread(decode, body, raw.attributes)
+        foreign = parse_rows(
+            body,
+            raw.attributes,
+            message_id=raw.message_id,
+            default_table=self._settings.default_table,
+        )
+        return pointer, foreign
 
     async def _poison(self, raw: Received, exc: Exception) -> None:
         """Leave a bad message to SQS's redrive: never delete it, back off its visibility."""

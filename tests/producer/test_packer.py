@@ -270,6 +270,35 @@ def test_row_and_reject_that_overflow_together_are_split_apart() -> None:
     assert [e.rows for e in envs if 31 in e.lines] == [[[row]]]
 
 
+def test_with_the_claim_check_an_oversized_row_is_a_message_of_its_own() -> None:
+    """Without it the row is a reject; with it, one message over the budget (the producer
+    puts it in S3 behind a pointer), in sequence with the others."""
+    rng = random.Random(3)
+    budget = 8 * 1024
+    big = base64.b64encode(rng.randbytes(12_000)).decode()
+    rows: list[list[str | None]] = [["a"], [big], ["c"]]
+    for claim in (False, True):
+        packer = Packer(
+            run_id=RUN,
+            table="t",
+            columns=["a"],
+            source=SOURCE,
+            budget=budget,
+            compression="zstd",
+            claim_check=claim,
+        )
+        msgs = [*packer.add(rows, [2, 3, 4], []), *packer.finish()]
+        assert [m.seq for m in msgs] == list(range(len(msgs)))
+        envs = _decode_all(msgs)
+        if claim:
+            (over,) = [m for m in msgs if m.size > budget]
+            assert decode(over.body, over.attributes()).rows == [[big]]
+            assert sorted(line for e in envs for line in e.lines) == [2, 3, 4]
+        else:
+            assert all(m.size <= budget for m in msgs)
+            assert [r.line for e in envs for r in e.rejects] == [3]
+
+
 # --- encode / decode --------------------------------------------------------------------------
 
 

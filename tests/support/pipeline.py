@@ -26,6 +26,8 @@ __all__ = [
     "cli_env_for",
     "count",
     "drain_queue",
+    "headrace",
+    "headrace_json",
     "prepare_database",
     "produce_cli",
     "queued",
@@ -85,6 +87,25 @@ def run_producer(
         timeout=timeout_s,
         check=False,
     )
+
+
+def headrace(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`headrace ARGS` as a process, whatever its exit code."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def headrace_json(env: dict[str, str], *args: str, code: int = 0) -> Any:
+    """`headrace ARGS --json`, which must exit ``code``; its parsed output."""
+    proc = headrace(env, *args, "--json")
+    assert proc.returncode == code, f"exit {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    return json.loads(proc.stdout)
 
 
 def produce_cli(

@@ -16,7 +16,9 @@ answers some of them itself:
   receive's handle is valid (moto accepts every handle a message ever had): deletes and
   visibility changes with an older one fail with ``ReceiptHandleIsInvalid``;
 * :meth:`SqsProxy.down`: unreachable, either refusing connections (listener closed, open
-  connections reset) or answering 503 to everything.
+  connections reset) or answering 503 to everything;
+* :meth:`SqsProxy.answer`: an operation the upstream lacks (moto has no
+  ``StartMessageMoveTask``) answered by a function of the request, as SQS would.
 
 Faults are deterministic: a rule fires on every ``every``-th matching request after the first
 ``skip``, at most ``times`` times. Rules are checked in the order they were added and the
@@ -33,7 +35,7 @@ import random
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -106,6 +108,8 @@ class SqsProxy(LoopThread):
         self._rules: list[Rule] = []
         self._outage: Outage | None = None
         self._stale = False
+        self._answers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+        self.answered: list[tuple[str, dict[str, Any]]] = []  # (operation, request) answered
         self._latest: dict[str, str] = {}  # message id -> receipt handle of its last receive
         self._handles: dict[str, str] = {}  # receipt handle -> message id
         self._web: web.Server | None = None
@@ -182,6 +186,11 @@ class SqsProxy(LoopThread):
                 entry_every=entry_every,
             )
         )
+
+    def answer(self, op: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Answer every ``op`` request with ``fn(request JSON)`` instead of forwarding it."""
+        with self._lock:
+            self._answers[op] = fn
 
     def stale_receipts(self, on: bool = True) -> None:
         self._stale = on
@@ -260,6 +269,12 @@ class SqsProxy(LoopThread):
             rule = next((r for r in self._rules if r.due(op)), None)
             if rule is not None:
                 rule.fired += 1
+            answer = self._answers.get(op)
+        if rule is None and answer is not None:
+            doc = json.loads(body or b"{}")
+            with self._lock:
+                self.answered.append((op, doc))
+            return web.Response(body=json.dumps(answer(doc)).encode(), content_type=JSON_TYPE)
         if rule is None:
             if self._stale and op in _RECEIPT_OPS:
                 return await self._receipts(request, op, body)
