@@ -164,6 +164,12 @@ class WorkerSettings(BaseModel):
         description="Tables this worker may write, comma-separated; * for any non-internal "
         "table. Required: a message for another table is poison.",
     )
+    on_duplicate: Annotated[list[OnDuplicate], NoDecode] = Field(
+        default_factory=lambda: list[OnDuplicate](("error", "skip")),
+        description="Duplicate modes a message may ask for, comma-separated; a message asking "
+        "for another is poison. `update` overwrites rows: allow it only where every sender "
+        "is trusted (or messages are signed).",
+    )
     max_park_s: float = Field(
         900.0,
         gt=0,
@@ -208,7 +214,7 @@ class WorkerSettings(BaseModel):
         "and was deleted (default: keep it).",
     )
 
-    @field_validator("tables", mode="before")
+    @field_validator("tables", "on_duplicate", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         """``a,b`` or a JSON list ``["a", "b"]``."""

@@ -163,8 +163,15 @@ class Poller:
             body = await self._payloads.fetch(pointer)
         if is_envelope(raw.attributes) or not self._settings.accept_json:
             if len(body) < OFF_LOOP_BYTES:
-                return pointer, decode(body, raw.attributes)
-            return pointer, await asyncio.to_thread(decode, body, raw.attributes)
+                env = decode(body, raw.attributes)
+            else:
+                env = await asyncio.to_thread(decode, body, raw.attributes)
+            if env.on_duplicate not in self._settings.on_duplicate:
+                raise EnvelopeError(
+                    f"duplicate mode {env.on_duplicate!r} is not allowed here "
+                    "(HEADRACE_WORKER__ON_DUPLICATE)"
+                )
+            return pointer, env
         foreign = parse_rows(
             body,
             raw.attributes,

@@ -53,7 +53,7 @@ async def test_second_drop_updates_rows_in_place(
 ) -> None:
     async with engine.begin() as conn:
         await conn.exec_driver_sql(DDL)
-    env = cli_env_for(settings)
+    env = cli_env_for(settings, HEADRACE_WORKER__ON_DUPLICATE="error,skip,update")
     first = {
         f"SKU-{i:03d}": (f"{i}.25", str(i) if i % 5 else "NA", f"2026-11-01T{i % 24:02d}:00:00Z")
         for i in range(120)

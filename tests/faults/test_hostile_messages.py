@@ -476,3 +476,13 @@ async def test_a_worker_without_an_allow_list_refuses_to_start(settings: Setting
     )
     with pytest.raises(Exception, match="HEADRACE_WORKER__TABLES"):
         await Worker(unlisted).run()
+
+
+async def test_an_update_is_poison_unless_the_worker_allows_it(
+    tmp_path: Path, hostile: Settings, engine: AsyncEngine, queue: QueuePair
+) -> None:
+    """`dup: update` overwrites rows, so a worker honours it only when told to
+    (HEADRACE_WORKER__ON_DUPLICATE); by default such a message is poison."""
+    assert hostile.worker.on_duplicate == ["error", "skip"]
+    data = await _valid_run(hostile, tmp_path)
+    await _check_forged_are_poison(hostile, engine, queue, data, [_json(_doc(dup="update"))])

@@ -305,6 +305,15 @@ def test_csv_format_and_on_duplicate_settings(clean_env: pytest.MonkeyPatch) -> 
     assert load_settings().producer.csv.quote == '"'  # the rest keep their defaults
 
 
+def test_the_worker_honours_update_only_when_told(clean_env: pytest.MonkeyPatch) -> None:
+    assert load_settings().worker.on_duplicate == ["error", "skip"]
+    clean_env.setenv("HEADRACE_WORKER__ON_DUPLICATE", "error, skip,update")
+    assert load_settings().worker.on_duplicate == ["error", "skip", "update"]
+    clean_env.setenv("HEADRACE_WORKER__ON_DUPLICATE", "error,upsert")
+    with pytest.raises(ConfigError, match="HEADRACE_WORKER__ON_DUPLICATE"):
+        load_settings()
+
+
 @pytest.mark.parametrize(
     ("name", "value", "why"),
     [
@@ -312,6 +321,7 @@ def test_csv_format_and_on_duplicate_settings(clean_env: pytest.MonkeyPatch) -> 
         ("HEADRACE_PRODUCER__CSV__ENCODING", "utf-32", "HEADRACE_PRODUCER__CSV__ENCODING"),
         ("HEADRACE_PRODUCER__CSV__TIMEZONE", "Nowhere/City", "unknown time zone"),
         ("HEADRACE_PRODUCER__CSV__HEADER", "false", "needs its column names"),
+        ("HEADRACE_WORKER__ON_DUPLICATE", "update,merge", "HEADRACE_WORKER__ON_DUPLICATE"),
     ],
 )
 def test_invalid_csv_settings_are_named(
