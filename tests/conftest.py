@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from support.pipeline import cli_env_for, prepare_database
 
 from headrace.db import create_engine
-from headrace.settings import Settings
+from headrace.settings import InsertPath, Settings
 from testbed.mariadb import MariaDBServer
 from testbed.moto import AWS_VARS_TO_UNSET, QueuePair, create_queue_pair, fake_aws_env, start_moto
 
@@ -206,11 +206,21 @@ async def queue(moto_endpoint: str) -> QueuePair:
 
 
 @pytest.fixture
-def settings(db_url: str, queue: QueuePair, moto_endpoint: str) -> Settings:
+def insert_path() -> InsertPath:
+    """How the sink sends rows (``HEADRACE_DB__INSERT_PATH``); tests of the sink and the
+    fault scenarios parametrise it over ``bulk`` and ``text`` (:data:`support.pipeline.BOTH_INSERT_PATHS`)."""
+    return "auto"
+
+
+@pytest.fixture
+def settings(
+    db_url: str, queue: QueuePair, moto_endpoint: str, insert_path: InsertPath
+) -> Settings:
     """Settings for a test: short polls and flush ages so tests finish quickly; the worker
     may write any table (tests of the allow-list narrow it)."""
     return Settings(
         database_url=db_url,
+        db={"insert_path": insert_path},  # type: ignore[arg-type]
         queue_url=queue.queue_url,
         sqs_endpoint_url=moto_endpoint,
         s3_endpoint_url=moto_endpoint,

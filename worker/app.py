@@ -156,6 +156,7 @@ class Worker:
             max_statement_bytes=w.max_statement_bytes,
             statement_timeout_s=self.settings.db.statement_timeout_s,
             on_retry=lambda exc: self.metrics.db_retries.labels(error_reason(exc)).inc(),
+            insert_path=self.settings.db.insert_path,
         )
         parts = Parts(
             settings=w,
