@@ -208,7 +208,8 @@ async def queue(moto_endpoint: str) -> QueuePair:
 @pytest.fixture
 def insert_path() -> InsertPath:
     """How the sink sends rows (``HEADRACE_DB__INSERT_PATH``); tests of the sink and the
-    fault scenarios parametrise it over ``bulk`` and ``text`` (:data:`support.pipeline.BOTH_INSERT_PATHS`)."""
+    fault scenarios parametrise it over ``bulk`` and ``text``
+    (:data:`support.pipeline.BOTH_INSERT_PATHS`)."""
     return "auto"
 
 
