@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from structlog.testing import capture_logs
 from support.pipeline import (
+    BOTH_INSERT_PATHS,
     assert_invariant,
     cli_env_for,
     count,
@@ -37,7 +38,8 @@ from testbed.mariadb import MariaDBServer
 from testbed.moto import QueuePair
 from worker.app import Worker, WorkerStats
 
-pytestmark = pytest.mark.slow
+# Every scenario on both ways the sink sends rows (bulk protocol, and the INSERT text Aurora gets).
+pytestmark = [pytest.mark.slow, BOTH_INSERT_PATHS]
 
 SMALL_MESSAGES = {"HEADRACE_PRODUCER__MAX_MESSAGE_BYTES": "32768"}
 FAST_WORKER = {
