@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from moto.server import ThreadedMotoServer
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.pipeline import cli_env_for, prepare_database
+from support.pipeline import INSERT_PATHS, cli_env_for, prepare_database
 
 from headrace.db import create_engine
 from headrace.settings import InsertPath, Settings
@@ -203,6 +203,14 @@ async def queue(moto_endpoint: str) -> QueuePair:
     return await create_queue_pair(
         moto_endpoint, "headrace", visibility_timeout_s=30, max_receive_count=3
     )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``both_insert_paths``: every test that uses ``insert_path`` runs on both paths."""
+    if metafunc.definition.get_closest_marker("both_insert_paths") and (
+        "insert_path" in metafunc.fixturenames
+    ):
+        metafunc.parametrize("insert_path", INSERT_PATHS)
 
 
 @pytest.fixture

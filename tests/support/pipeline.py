@@ -24,6 +24,7 @@ from headrace.tables import ingest_ledger, rejected_rows
 
 __all__ = [
     "BOTH_INSERT_PATHS",
+    "INSERT_PATHS",
     "assert_invariant",
     "cli_env_for",
     "count",
@@ -51,8 +52,10 @@ async def prepare_database(url: str) -> None:
 
 
 #: Run a test once per way the sink sends rows: MariaDB's bulk protocol and the multi-row
-#: INSERT text Aurora MySQL gets (overrides the ``insert_path`` fixture of tests/conftest.py).
-BOTH_INSERT_PATHS = pytest.mark.parametrize("insert_path", ["bulk", "text"])
+#: INSERT text Aurora MySQL gets, when it uses the ``insert_path`` fixture (directly or via
+#: ``settings``); tests/conftest.py's ``pytest_generate_tests`` does the parametrising.
+BOTH_INSERT_PATHS = pytest.mark.both_insert_paths
+INSERT_PATHS = ("bulk", "text")
 
 
 def cli_env_for(settings: Settings, **extra: str) -> dict[str, str]:
