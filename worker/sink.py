@@ -45,7 +45,7 @@ from headrace.retry import Backoff
 from headrace.schema import TableSchema, row_text
 from headrace.settings import InsertPath
 from headrace.tables import ingest_ledger, rejected_rows
-from worker.sqltext import row_texts, statement_slices
+from worker.sqltext import RowTexts
 
 __all__ = ["BatchResult", "Sink"]
 
@@ -273,7 +273,7 @@ class Sink:
             for j in range(len(columns[0]))
         ]
         if protocol == "text":
-            return _TextPlan(self, sql, row_texts(joined))
+            return _TextPlan(self, sql, RowTexts(joined))
         return _BulkPlan(self, sql, joined, protocol, raw_bytes)
 
     def _protocol(self, driver: Any) -> Protocol:
@@ -416,7 +416,7 @@ class _BulkPlan(_Plan):
                 # asyncmy cannot bind an all-NULL column in bulk and would silently take its
                 # slow per-value text path: send these rows as INSERT text instead.
                 part = [col[start:end] for col in self._columns]
-                n += await _TextPlan(self._sink, self._sql, row_texts(part)).insert(
+                n += await _TextPlan(self._sink, self._sql, RowTexts(part)).insert(
                     conn, 0, end - start
                 )
                 continue
@@ -430,12 +430,12 @@ class _TextPlan(_Plan):
 
     protocol: Protocol = "text"
 
-    def __init__(self, sink: Sink, sql: str, rows: list[str]) -> None:
+    def __init__(self, sink: Sink, sql: str, rows: RowTexts) -> None:
         self._sink, self._rows = sink, rows
         self._head, self._tail = _split_values(sql)
 
     def slices(self, lo: int, hi: int) -> Iterator[tuple[int, int]]:
-        return statement_slices(self._rows, lo, hi, self._sink.statement_bytes)
+        return self._rows.slices(lo, hi, self._sink.statement_bytes)
 
     async def insert(self, conn: AsyncConnection, lo: int, hi: int) -> int:
         n = 0
@@ -443,8 +443,9 @@ class _TextPlan(_Plan):
         pending.reverse()
         while pending:
             start, end = pending.pop()
-            body = "),(".join(self._rows[start:end])
-            sql = f"{self._head}({body}){self._tail}".encode("utf-8", "surrogateescape")
+            sql = (self._head + self._rows.values(start, end) + self._tail).encode(
+                "utf-8", "surrogateescape"
+            )
             if len(sql) > self._sink.packet_limit - PACKET_HEADROOM and end - start > 1:
                 # Characters are counted when cutting; multi-byte text can outgrow a packet.
                 mid = (start + end) // 2

@@ -7,16 +7,23 @@ the session's strict ``sql_mode``, so a value that does not fit is refused, neve
 on both paths. Escaping follows ``mysql_real_escape_string`` for a session without
 ``NO_BACKSLASH_ESCAPES`` (:func:`headrace.db.create_engine` sets the session's mode).
 
-A column whose values hold no character that needs escaping (the common case: numbers,
-dates, plain text) is quoted with one ``join`` and one ``split`` instead of per value.
+The work is done a column or a statement at a time in C (``join``, ``translate``,
+``replace``, one regular-expression scan per column), not value by value: a column needs
+per-value work only when it holds a character to escape or a NULL. A row's text is its
+values joined by ``','`` (the outer quotes come with the statement's ``('`` … ``')``
+separators), and a NULL travels as :data:`NULL_MARK` until the statement replaces
+``'<mark>'`` with ``NULL``: escaped text never holds a raw NUL, so the mark is unambiguous.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import operator
 import re
 from collections.abc import Iterator, Sequence
 
-__all__ = ["ESCAPES", "quote_column", "row_texts", "statement_slices"]
+__all__ = ["ESCAPES", "NULL_MARK", "RowTexts", "escape_column"]
 
 ESCAPES = str.maketrans(
     {
@@ -30,38 +37,60 @@ ESCAPES = str.maketrans(
     }
 )
 _NEEDS_ESCAPE = re.compile("[\x00\n\r\x1a'\"\\\\]")
+NULL_MARK = "\x00N"
+_QUOTED_NULL = f"'{NULL_MARK}'"
 
 
-def quote_column(values: Sequence[str | None]) -> list[str]:
-    """Each value as an SQL literal: ``'escaped text'``, or ``NULL`` for None."""
-    if not values:
-        return []
-    if None not in values:
-        text: list[str] = values  # type: ignore[assignment]  # no None: all str
-        if _NEEDS_ESCAPE.search("".join(text)) is None:
-            # No value holds "\n" (it would have matched), so it separates them safely.
-            return ("'" + "'\n'".join(text) + "'").split("\n")
-    return ["NULL" if v is None else "'" + v.translate(ESCAPES) + "'" for v in values]
+def escape_column(values: Sequence[str | None]) -> Sequence[str]:
+    """The column's values escaped for a quoted literal, None as :data:`NULL_MARK`."""
+    try:
+        joined = "".join(values)  # type: ignore[arg-type]  # TypeError: a None among them
+    except TypeError:
+        joined = None
+    if joined is not None:
+        text: Sequence[str] = values  # type: ignore[assignment]  # no None: all str
+        if _NEEDS_ESCAPE.search(joined) is None:
+            return text
+        return [v.translate(ESCAPES) for v in text]
+    clean = _NEEDS_ESCAPE.search("".join(filter(None, values))) is None
+    if clean:
+        return [NULL_MARK if v is None else v for v in values]
+    return [NULL_MARK if v is None else v.translate(ESCAPES) for v in values]
 
 
-def row_texts(columns: Sequence[Sequence[str | None]]) -> list[str]:
-    """``'a','b',NULL`` for every row of column-major ``columns`` (all the same length)."""
-    quoted = [quote_column(col) for col in columns]
-    return list(map(",".join, zip(*quoted, strict=True)))
+class RowTexts:
+    """A batch's rows as SQL text, cut into statements by index range.
 
+    ``columns`` are column-major values (all the same length); :meth:`values` gives the
+    ``VALUES`` list of rows ``lo..hi``, :meth:`slices` cuts a range into runs of at most
+    ``budget`` characters.
+    """
 
-def statement_slices(
-    rows: Sequence[str], lo: int, hi: int, budget: int
-) -> Iterator[tuple[int, int]]:
-    """Cut ``rows[lo:hi]`` into runs of at most ``budget`` characters of row text (a row
-    bigger than the budget goes alone)."""
-    start = lo
-    size = 0
-    for i in range(lo, hi):
-        n = len(rows[i]) + 3  # "(" + row + "),"
-        if size and size + n > budget:
-            yield start, i
-            start, size = i, 0
-        size += n
-    if start < hi:
-        yield start, hi
+    def __init__(self, columns: Sequence[Sequence[str | None]]) -> None:
+        escaped = [escape_column(col) for col in columns]
+        self._rows: list[str] = list(map("','".join, zip(*escaped, strict=True)))
+        # key[i] = characters of rows [0, i) with their "('", "')," wrapping: cut points by
+        # bisection, no per-row Python.
+        lengths = itertools.accumulate(map(len, self._rows), initial=0)
+        self._key = list(map(operator.add, lengths, range(0, 5 * len(self._rows) + 1, 5)))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def chars(self, lo: int, hi: int) -> int:
+        """Characters of the ``VALUES`` list of rows ``lo..hi`` (NULLs counted as marks)."""
+        return int(self._key[hi] - self._key[lo])
+
+    def values(self, lo: int, hi: int) -> str:
+        """``('a','b',NULL),(…)`` for rows ``lo..hi``."""
+        text = "('" + "'),('".join(self._rows[lo:hi]) + "')"
+        return text.replace(_QUOTED_NULL, "NULL")  # a C scan; nothing to do without NULLs
+
+    def slices(self, lo: int, hi: int, budget: int) -> Iterator[tuple[int, int]]:
+        """Cut ``lo..hi`` into runs of at most ``budget`` characters (a bigger row alone)."""
+        key = self._key
+        while lo < hi:
+            end = bisect.bisect_right(key, key[lo] + budget, lo + 1, hi + 1) - 1
+            end = max(end, lo + 1)
+            yield lo, end
+            lo = end
