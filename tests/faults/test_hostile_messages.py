@@ -252,7 +252,11 @@ async def test_scenario_36_a_listed_table_that_is_missing_is_waited_for(
 async def _table_exists(engine: AsyncEngine, name: str) -> bool:
     async with engine.connect() as conn:
         found = await conn.execute(
-            sa.text("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = :n"),
+            # This database's only: the shared server holds other tests' databases too.
+            sa.text(
+                "SELECT COUNT(*) FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name = :n"
+            ),
             {"n": name},
         )
         return bool(found.scalar_one())
