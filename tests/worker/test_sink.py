@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.pipeline import BOTH_INSERT_PATHS, count, rejected
@@ -11,6 +12,7 @@ from support.pipeline import BOTH_INSERT_PATHS, count, rejected
 from cli.datagen import observations
 from headrace.db import create_engine
 from headrace.envelope import Envelope
+from headrace.errors import ConfigError
 from headrace.schema import Reject, reflect_table, row_text
 from headrace.settings import InsertPath, Settings
 from headrace.tables import ingest_ledger, rejected_rows
@@ -253,3 +255,27 @@ async def test_a_column_of_nulls_only_goes_as_text_on_the_bulk_path(
     assert result.statements >= 2
     assert after["Com_insert"] - before["Com_insert"] == result.statements + 1  # + the ledger
     assert await count(engine) == 610
+
+
+async def test_auto_takes_text_without_the_bulk_protocol_and_bulk_refuses_to_fall_back(
+    settings: Settings,
+) -> None:
+    """With the statement cache off asyncmy cannot bulk-execute: ``auto`` says it sends
+    text, and an explicit ``bulk`` is refused with a ConfigError instead of a silent
+    fallback (nothing is written)."""
+    no_cache = settings.model_copy(
+        update={"db": settings.db.model_copy(update={"stmt_cache_size": 0})}
+    )
+    engine = create_engine(no_cache)
+    try:
+        auto, schema = await _sink(engine, "auto")
+        result = await auto.write(schema, [_env(0, [_row(i) for i in range(5)])])  # type: ignore[arg-type]
+        assert result.protocol == "text"
+        assert result.rows_inserted == 5
+        bulk, _ = await _sink(engine, "bulk")
+        with pytest.raises(ConfigError, match="COM_STMT_BULK_EXECUTE"):
+            await bulk.write(schema, [_env(1, [_row(i) for i in range(5, 10)], 7)])  # type: ignore[arg-type]
+        assert await count(engine) == 5
+        assert await count(engine, ingest_ledger) == 1
+    finally:
+        await engine.dispose()
