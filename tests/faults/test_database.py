@@ -547,3 +547,26 @@ async def test_scenario_23_schema_drift_keeps_the_messages(
     stats = await asyncio.wait_for(run, timeout=120)
     assert stats.messages_poison == 0
     await assert_invariant(settings, engine, data.path)
+
+
+# --- a path the server does not offer --------------------------------------------------------
+
+
+async def test_insert_path_bulk_without_the_protocol_stops_the_worker_and_keeps_the_messages(
+    tmp_path: Path, settings: Settings, engine: AsyncEngine
+) -> None:
+    """HEADRACE_DB__INSERT_PATH=bulk where the server (or the statement cache) cannot bulk:
+    the worker stops with the error instead of writing another way or dead-lettering
+    innocent messages; every message is still there for a worker configured right."""
+    bad = _fast(settings, stmt_cache_size=0, insert_path="bulk")
+    data = generate_csv(tmp_path / "cfg.csv", 500, seed=41)
+    produce_cli(cli_env_for(bad), data.path, timeout_s=120)
+    stats = await asyncio.wait_for(Worker(bad).run(), timeout=60)
+    assert stats.task_failures == 1
+    assert stats.messages_poison == 0
+    assert stats.messages_applied == 0
+    assert await count(engine) == 0
+    # Released, not dead-lettered: a worker with the default path applies all of them.
+    good = await asyncio.wait_for(Worker(_fast(settings, insert_path="auto")).run(), timeout=120)
+    assert good.messages_poison == 0
+    await _verify(settings, data.path)
