@@ -18,7 +18,7 @@ BENCH_SEED_ROWS ?= 50000
 SOAK_ROWS ?= 5000000
 PY_PATHS := headrace producer worker cli migrations tests bench scripts testbed deploy
 
-.PHONY: help venv checkov demo test unit faults soak lint format sysdeps docs clean bench dashboard lock lock-checkov
+.PHONY: help venv checkov demo test unit faults soak lint format sysdeps docs clean bench bench-readme dashboard lock lock-checkov
 
 help:
 	@echo "make demo    - install, generate $(ROWS) rows, run producer + worker on embedded defaults"
@@ -29,6 +29,7 @@ help:
 	@echo "make soak    - $(SOAK_ROWS) rows, worker SIGKILLed every 30 s, DB restarted twice (not in make test)"
 	@echo "make dashboard - regenerate deploy/grafana/headrace.json from deploy/grafana/dashboard.py"
 	@echo "make bench   - benchmark, $(BENCH_ROWS) rows (not part of make test); results in bench/results/"
+	@echo "make bench-readme - regenerate README's Performance figures from bench/results/bench-$(BENCH_ROWS).json"
 	@echo "make lock    - re-resolve $(LOCK) (every package pinned) from pyproject.toml's ranges"
 	@echo "make lock-checkov - re-resolve $(CHECKOV_LOCK), checkov's own venv (tests/deploy)"
 
@@ -80,6 +81,10 @@ soak: sysdeps $(STAMP)
 # end to end, seed-style baseline, CPU/RSS, SQS cost; a table, bench/results/*.json and *.png.
 bench: sysdeps $(STAMP)
 	$(BIN)/python -m bench --rows $(BENCH_ROWS) --seed-rows $(BENCH_SEED_ROWS)
+
+# The README's Performance figures (between its bench:begin/end markers) from a bench run.
+bench-readme: $(STAMP)
+	$(BIN)/python -m bench.report.readme bench/results/bench-$(BENCH_ROWS).json
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) demo-data .mypy_cache .ruff_cache .pytest_cache

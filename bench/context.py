@@ -23,11 +23,12 @@ from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench import ROOT
+from bench.datasets import Dataset, create_trips_table, observations_dataset, trips_dataset
 from bench.measure import self_cpu_s
 from bench.options import Options
 from bench.procs import Child
 from bench.progress import log
-from cli.datagen import create_example_table, generate_csv, observations
+from cli.datagen import create_example_table
 from headrace.db import create_engine, database_url, migrate
 from headrace.settings import Settings, load_settings
 from headrace.sqs import sqs_client
@@ -39,6 +40,7 @@ from testbed.procs import proc_cpu_s, system_busy_s
 __all__ = ["DATABASE", "MARIADB_ARGS", "TABLE", "Context", "child_env", "open_context"]
 
 TABLE = "observations"
+TABLES = (TABLE, "trips")
 DATABASE = "bench"
 BAD_RATIO = 0.001
 # A production-like buffer pool (the tests' 256 MiB would make the ceiling disk-bound too).
@@ -60,9 +62,17 @@ class Context:
     settings: Settings
     engine: AsyncEngine
     env: dict[str, str]
-    csv_path: Path
-    bad_rows: int
+    datasets: list[Dataset]
     results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def csv_path(self) -> Path:
+        """The observations CSV (the seed-style and bigger-file stages use it)."""
+        return self.datasets[0].csv_path
+
+    @property
+    def bad_rows(self) -> int:
+        return self.datasets[0].bad_rows
 
     # --- helpers shared by the stages --------------------------------------------------------
 
@@ -85,7 +95,8 @@ class Context:
 
     async def truncate(self) -> None:
         async with self.engine.begin() as conn:
-            for table in (observations, ingest_ledger, rejected_rows, ingest_runs):
+            tables = [ds.table for ds in self.datasets]
+            for table in (*tables, ingest_ledger, rejected_rows, ingest_runs):
                 await conn.execute(sa.text(f"TRUNCATE TABLE {table.name}"))
 
     async def count(self, table: sa.Table) -> int:
@@ -124,7 +135,7 @@ def child_env(base: dict[str, str], settings: Settings) -> dict[str, str]:
         HEADRACE_SQS_ENDPOINT_URL=settings.sqs_endpoint_url or "",
         HEADRACE_LOG_FORMAT="json",
         HEADRACE_LOG_LEVEL="INFO",
-        HEADRACE_WORKER__TABLES=TABLE,
+        HEADRACE_WORKER__TABLES=",".join(TABLES),
         PYTHONUNBUFFERED="1",
     )
     env.pop("HEADRACE_QUEUE_URL", None)
@@ -175,19 +186,25 @@ async def open_context(opts: Options, console: Console, work: Path) -> AsyncIter
         engine = create_engine(settings, pool_size=4)
         await migrate(engine)
         await create_example_table(engine)
+        await create_trips_table(engine)
         log(
             console,
             f"mariadbd {mariadb.port} (pid {mariadb.pid}), moto {endpoint} (pid {moto.pid}), "
             f"work dir {work}",
         )
-        started = time.perf_counter()
-        csv_path = work / f"observations-{opts.rows}.csv"
-        generated = generate_csv(csv_path, opts.rows, bad_ratio=BAD_RATIO)
-        log(
-            console,
-            f"generated {opts.rows:,} rows ({generated.bad_rows:,} bad, "
-            f"{csv_path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.1f} s",
-        )
+        datasets = []
+        for name, make in (("observations", observations_dataset), ("trips", trips_dataset)):
+            if name not in opts.tables:
+                continue
+            started = time.perf_counter()
+            ds = make(work / f"{name}-{opts.rows}.csv", opts.rows, BAD_RATIO)
+            datasets.append(ds)
+            log(
+                console,
+                f"generated {opts.rows:,} {name} rows ({ds.bad_rows:,} bad, "
+                f"{ds.csv_path.stat().st_size / 1e6:.0f} MB) in "
+                f"{time.perf_counter() - started:.1f} s",
+            )
         yield Context(
             opts=opts,
             console=console,
@@ -198,8 +215,7 @@ async def open_context(opts: Options, console: Console, work: Path) -> AsyncIter
             settings=settings,
             engine=engine,
             env=env,
-            csv_path=csv_path,
-            bad_rows=generated.bad_rows,
+            datasets=datasets,
         )
     finally:
         if engine is not None:

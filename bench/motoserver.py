@@ -4,6 +4,7 @@
 127.0.0.1, then serves moto's usual endpoints plus two of its own:
 
 * ``GET /__bench__/counts``: ``{operation: {"requests": n, "billed_units": u, "bytes": b}}``;
+* ``GET /__bench__/last-send``: ``{"unix_ns": t}``, when the last SendMessage(Batch) arrived;
 * ``POST /__bench__/reset``: set every count back to zero.
 
 Why count here: the SQS bill is the server's view. Every HTTP request that reaches the
@@ -24,6 +25,7 @@ import io
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -93,6 +95,7 @@ class CountingMiddleware:
         self._app = app
         self._lock = threading.Lock()
         self._counts: dict[str, dict[str, int]] = {}
+        self._last_send_ns = 0
 
     def _add(self, op: str, payload: int) -> None:
         with self._lock:
@@ -100,6 +103,9 @@ class CountingMiddleware:
             entry["requests"] += 1
             entry["billed_units"] += billed_units(payload)
             entry["bytes"] += payload
+            if op in _SEND_OPS:
+                # When the last send arrived (the latency stage measures from it).
+                self._last_send_ns = time.time_ns()
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         with self._lock:
@@ -144,6 +150,9 @@ class CountingMiddleware:
     ) -> Iterator[bytes]:
         if command == "counts":
             payload = orjson.dumps(self.snapshot())
+        elif command == "last-send":
+            with self._lock:
+                payload = orjson.dumps({"unix_ns": self._last_send_ns})
         elif command == "reset" and environ.get("REQUEST_METHOD") == "POST":
             with self._lock:
                 self._counts.clear()

@@ -32,6 +32,9 @@ class Options:
     stage_timeout_s: float
     py_spy_dir: Path | None = None
     ceiling_runs: int = 2
+    protocols: tuple[str, ...] = ("bulk", "text")
+    tables: tuple[str, ...] = ("observations", "trips")
+    latency_runs: int = 50
 
 
 def _ints(text: str) -> list[int]:
@@ -74,7 +77,27 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="profile the 1-worker end-to-end run's producer and worker with py-spy (raw "
         "collapsed stacks and SVG flame graphs in DIR; perturbs that run's figures)",
     )
+    parser.add_argument(
+        "--protocols",
+        default="bulk,text",
+        help="sink and end-to-end paths: bulk (MariaDB COM_STMT_BULK_EXECUTE) and/or text "
+        "(multi-row INSERT text, the MySQL protocol Aurora gets)",
+    )
+    parser.add_argument(
+        "--tables",
+        default="observations,trips",
+        help="observations (natural key in random order) and/or trips (AUTO_INCREMENT key)",
+    )
+    parser.add_argument(
+        "--latency-runs", type=int, default=50, help="1-row files sent to an idle worker"
+    )
     a = parser.parse_args(argv)
+    protocols = tuple(p.strip() for p in a.protocols.split(",") if p.strip())
+    tables = tuple(t.strip() for t in a.tables.split(",") if t.strip())
+    if not set(protocols) <= {"bulk", "text"} or not protocols:
+        parser.error("--protocols takes bulk and/or text")
+    if not set(tables) <= {"observations", "trips"} or "observations" not in tables:
+        parser.error("--tables takes observations (always) and trips")
     if a.rows < 100 or a.seed_rows < 10:
         parser.error("--rows must be >= 100 and --seed-rows >= 10")
     return Options(
@@ -93,4 +116,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         stage_timeout_s=a.stage_timeout,
         py_spy_dir=a.py_spy,
         ceiling_runs=max(1, a.ceiling_runs),
+        protocols=protocols,
+        tables=tables,
+        latency_runs=max(0, a.latency_runs),
     )

@@ -40,6 +40,7 @@ from bench.options import Options, parse_args
 from bench.procs import sample_forever
 from bench.report import finish
 from bench.stages.e2e import stage_e2e_all
+from bench.stages.latency import stage_latency
 from bench.stages.load_data import stage_load_data
 from bench.stages.producer_big import stage_producer_big
 from bench.stages.seed_style import stage_seed
@@ -56,10 +57,12 @@ async def run_bench(opts: Options, console: Console) -> dict[str, Any]:
     try:
         async with open_context(opts, console, work) as ctx:
             ctx.results["meta"] = _meta(ctx)
-            await stage_load_data(ctx)
-            await stage_sink(ctx)
-            await stage_e2e_all(ctx)
+            for ds in ctx.datasets:
+                await stage_load_data(ctx, ds)
+                await stage_sink(ctx, ds)
+                await stage_e2e_all(ctx, ds)
             await stage_seed(ctx)
+            await stage_latency(ctx)
             if not opts.skip_rss:
                 await stage_producer_big(ctx)
             ctx.results["meta"]["wall_s"] = round(time.perf_counter() - began, 1)
@@ -80,6 +83,8 @@ def _meta(ctx: Context) -> dict[str, Any]:
         "rows": opts.rows,
         "seed_rows": opts.seed_rows,
         "bad_rows": ctx.bad_rows,
+        "tables": {ds.name: {"bad_rows": ds.bad_rows, "key": ds.key} for ds in ctx.datasets},
+        "protocols": list(opts.protocols),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),

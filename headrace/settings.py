@@ -29,6 +29,7 @@ from headrace.errors import ConfigError
 __all__ = [
     "AwsSettings",
     "DatabaseSettings",
+    "InsertPath",
     "MetricsSettings",
     "ProducerSettings",
     "Settings",
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 TlsMode = Literal["disabled", "required", "verify-ca", "verify-identity"]
+InsertPath = Literal["auto", "bulk", "text"]
 
 
 class DatabaseSettings(BaseModel):
@@ -56,6 +58,11 @@ class DatabaseSettings(BaseModel):
     )
     stmt_cache_size: int = Field(
         32, ge=0, description="asyncmy prepared-statement cache; >0 enables MariaDB bulk execute."
+    )
+    insert_path: InsertPath = Field(
+        "auto",
+        description="How the worker sends rows: bulk (MariaDB COM_STMT_BULK_EXECUTE), text "
+        "(multi-row INSERT text, the MySQL/Aurora protocol) or auto (bulk where offered).",
     )
     # The connection in parts (instead of HEADRACE_DATABASE_URL), so ECS can inject the
     # password alone from Secrets Manager. Setting both ways is refused (see Settings).

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from moto.server import ThreadedMotoServer
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.pipeline import cli_env_for, prepare_database
+from support.pipeline import INSERT_PATHS, cli_env_for, prepare_database
 
 from headrace.db import create_engine
-from headrace.settings import Settings
+from headrace.settings import InsertPath, Settings
 from testbed.mariadb import MariaDBServer
 from testbed.moto import AWS_VARS_TO_UNSET, QueuePair, create_queue_pair, fake_aws_env, start_moto
 
@@ -205,12 +205,31 @@ async def queue(moto_endpoint: str) -> QueuePair:
     )
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``both_insert_paths``: every test that uses ``insert_path`` runs on both paths."""
+    if metafunc.definition.get_closest_marker("both_insert_paths") and (
+        "insert_path" in metafunc.fixturenames
+    ):
+        metafunc.parametrize("insert_path", INSERT_PATHS)
+
+
 @pytest.fixture
-def settings(db_url: str, queue: QueuePair, moto_endpoint: str) -> Settings:
+def insert_path() -> InsertPath:
+    """How the sink sends rows (``HEADRACE_DB__INSERT_PATH``); tests of the sink and the
+    fault scenarios parametrise it over ``bulk`` and ``text``
+    (:data:`support.pipeline.BOTH_INSERT_PATHS`)."""
+    return "auto"
+
+
+@pytest.fixture
+def settings(
+    db_url: str, queue: QueuePair, moto_endpoint: str, insert_path: InsertPath
+) -> Settings:
     """Settings for a test: short polls and flush ages so tests finish quickly; the worker
     may write any table (tests of the allow-list narrow it)."""
     return Settings(
         database_url=db_url,
+        db={"insert_path": insert_path},  # type: ignore[arg-type]
         queue_url=queue.queue_url,
         sqs_endpoint_url=moto_endpoint,
         s3_endpoint_url=moto_endpoint,

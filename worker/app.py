@@ -162,6 +162,7 @@ class Worker:
             max_statement_bytes=w.max_statement_bytes,
             statement_timeout_s=self.settings.db.statement_timeout_s,
             on_retry=lambda exc: self.metrics.db_retries.labels(error_reason(exc)).inc(),
+            insert_path=self.settings.db.insert_path,
         )
         parts = Parts(
             settings=w,
@@ -252,7 +253,9 @@ class Worker:
         envelopes = [m.envelope for m in batch.messages]
         try:
             result = await sink.write(parts.tables[batch.table], envelopes)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ConfigError):
+            # A ConfigError (e.g. HEADRACE_DB__INSERT_PATH=bulk on a server without it) is
+            # no message's fault: hand the batch back and let the loop's death stop the worker.
             await acker.release(batch.messages)
             raise
         except (DatabaseUnavailable, SchemaError, OSError, TimeoutError) as exc:

@@ -19,9 +19,10 @@ pool): a bigger one is not refused with an error, the server drops the connectio
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 import structlog
@@ -39,10 +40,12 @@ from headrace.db import (
     mysql_errno,
 )
 from headrace.envelope import Envelope
-from headrace.errors import DatabaseUnavailable, SchemaError
+from headrace.errors import ConfigError, DatabaseUnavailable, SchemaError
 from headrace.retry import Backoff
 from headrace.schema import TableSchema, row_text
+from headrace.settings import InsertPath
 from headrace.tables import ingest_ledger, rejected_rows
+from worker.sqltext import RowTexts
 
 __all__ = ["BatchResult", "Sink"]
 
@@ -52,6 +55,10 @@ Key = tuple[str, int]
 # Share of max_allowed_packet one statement's payload may take: the binary protocol adds
 # a type and a length to every value, which for short values doubles the size.
 PACKET_SHARE = 3
+# Bytes of a text statement's packet kept free below max_allowed_packet (command byte, slack).
+PACKET_HEADROOM = 1024
+
+Protocol = Literal["bulk", "text", "executemany"]
 
 
 @dataclass
@@ -62,6 +69,7 @@ class BatchResult:
     rows_rejected: int = 0
     rows_skipped: int = 0  # dup "skip": rows whose key existed, left as they were
     statements: int = 0
+    protocol: Protocol | None = None  # how the rows went (None: no fresh rows)
 
 
 class _LedgerConflict(Exception):
@@ -77,7 +85,9 @@ class Sink:
         statement_timeout_s: float,
         backoff: Backoff | None = None,
         on_retry: Callable[[BaseException], None] | None = None,
+        insert_path: InsertPath = "auto",
     ) -> None:
+        self._insert_path = insert_path
         self._engine = engine
         self._max_statement_bytes = max_statement_bytes
         self._timeout_s = statement_timeout_s
@@ -87,6 +97,11 @@ class Sink:
         self._counting: set[str] = set()  # statements that count the rows they skip
         self._mysql = is_mysql(engine)
         self._packet_limit: int | None = None  # the server's max_allowed_packet, once read
+
+    @property
+    def packet_limit(self) -> int:
+        """The server's max_allowed_packet (once read), else what the setting implies."""
+        return self._packet_limit or self._max_statement_bytes * PACKET_SHARE
 
     @property
     def statement_bytes(self) -> int:
@@ -212,16 +227,15 @@ class Sink:
     ) -> None:
         # The buffer batches messages of one column set and one duplicate mode together.
         sql, order = self.insert_sql(schema, fresh[0].columns, fresh[0].on_duplicate)
-        rows: list[Sequence[str | None]] = []
         owner: list[tuple[int, int]] = []  # (message, row within it) of every row
         for i, env in enumerate(fresh):
-            rows.extend(zip(*_arranged(env, order), strict=True))
             owner.extend((i, k) for k in range(env.row_count))
         raw_bytes = sum(e.raw_bytes for e in fresh) or 1
-        per_statement = max(1, int(len(rows) * self.statement_bytes / raw_bytes))
+        plan = await self._plan(conn, sql, [_arranged(env, order) for env in fresh], raw_bytes)
+        result.protocol = plan.protocol
         bad: list[tuple[int, str]] = []
-        if rows and await self._try_insert(conn, sql, rows, 0, len(rows), per_statement, result):
-            bad = await self._isolate(conn, sql, rows, per_statement, result)
+        if owner and await self._try_insert(conn, plan, 0, len(owner), result):
+            bad = await self._isolate(conn, plan, len(owner), result)
         rejects: list[dict[str, Any]] = []
         for env in fresh:
             for r in env.rejects:
@@ -247,8 +261,48 @@ class Sink:
                     )
                 )
         result.applied.update((e.run_id, e.seq) for e in fresh)
-        result.rows_inserted += len(rows) - len(bad) - result.rows_skipped
+        result.rows_inserted += len(owner) - len(bad) - result.rows_skipped
         result.rows_rejected += len(rejects)
+
+    async def _plan(
+        self,
+        conn: AsyncConnection,
+        sql: str,
+        columns: list[list[list[str | None]]],
+        raw_bytes: int,
+    ) -> _Plan:
+        """How this batch's rows go to the server: which protocol, statements of what size.
+
+        ``columns`` holds every message's columns in the statement's order.
+        """
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        protocol = self._protocol(driver)
+        joined = [
+            list(itertools.chain.from_iterable(cols[j] for cols in columns))
+            for j in range(len(columns[0]))
+        ]
+        if protocol == "text":
+            return _TextPlan(self, sql, RowTexts(joined))
+        return _BulkPlan(self, sql, joined, protocol, raw_bytes)
+
+    def _protocol(self, driver: Any) -> Protocol:
+        """``bulk`` (MariaDB COM_STMT_BULK_EXECUTE), ``text`` (multi-row INSERT text) or
+        ``executemany`` (the driver's own, SQLite), from the setting and what the server offers.
+        """
+        if not self._mysql:
+            return "executemany"
+        bulk = bool(getattr(driver, "_bulk_supported", False)) and (
+            int(getattr(driver, "_stmt_cache_size", 0)) > 0
+        )
+        if self._insert_path == "text" or (self._insert_path == "auto" and not bulk):
+            return "text"
+        if not bulk:
+            raise ConfigError(
+                "HEADRACE_DB__INSERT_PATH=bulk, but this server does not offer MariaDB's "
+                "COM_STMT_BULK_EXECUTE (or HEADRACE_DB__STMT_CACHE_SIZE is 0): use auto or text"
+            )
+        return "bulk"
 
     @staticmethod
     def _reject_row(env: Envelope, line: int, raw: str, reason: str, stage: str) -> dict[str, Any]:
@@ -262,49 +316,47 @@ class Sink:
             "raw": raw,
         }
 
-    async def _execute(
-        self, conn: AsyncConnection, sql: str, rows: Sequence[Sequence[str | None]]
+    async def execute_driver(
+        self, conn: AsyncConnection, sql: str | bytes, rows: Sequence[Sequence[str | None]] | None
     ) -> None:
-        """One ``executemany`` on the driver connection, skipping SQLAlchemy's per-row work.
+        """One statement on the driver connection, skipping SQLAlchemy's per-row work.
 
-        It runs inside the transaction SQLAlchemy opened on the same connection; asyncmy
-        turns it into one COM_STMT_BULK_EXECUTE (MariaDB) or batched multi-row INSERTs.
+        It runs inside the transaction SQLAlchemy opened on the same connection: with
+        ``rows``, one ``executemany`` (asyncmy sends it as one COM_STMT_BULK_EXECUTE on
+        MariaDB); without, ``sql`` is a complete statement sent as COM_QUERY.
         """
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
         dbapi = self._engine.dialect.loaded_dbapi
         try:
-            if self._mysql:
-                async with driver.cursor() as cursor:
-                    await cursor.executemany(sql, rows)
-            else:
+            if not self._mysql:
                 await driver.executemany(sql, rows)
+            else:
+                async with driver.cursor() as cursor:
+                    if rows is None:
+                        await cursor.execute(sql)
+                    else:
+                        await cursor.executemany(sql, rows)
         except dbapi.Error as exc:
             # The driver's own exception: wrap it as SQLAlchemy would, so callers see one
             # hierarchy, and drop a connection that is no longer usable.
-            wrapped = DBAPIError.instance(sql, None, exc, dbapi.Error, dialect=self._engine.dialect)
+            text = sql if isinstance(sql, str) else "INSERT … (multi-row text)"
+            wrapped = DBAPIError.instance(
+                text, None, exc, dbapi.Error, dialect=self._engine.dialect
+            )
             if is_disconnect(wrapped):
                 await conn.invalidate()
             raise wrapped from exc
 
     async def _try_insert(
-        self,
-        conn: AsyncConnection,
-        sql: str,
-        rows: list[Sequence[str | None]],
-        lo: int,
-        hi: int,
-        per_statement: int,
-        result: BatchResult,
+        self, conn: AsyncConnection, plan: _Plan, lo: int, hi: int, result: BatchResult
     ) -> DBAPIError | None:
-        """Insert rows[lo:hi] under a savepoint; on a row-value error roll back and return it."""
+        """Insert rows lo..hi under a savepoint; on a row-value error roll back and return it."""
         savepoint = await conn.begin_nested()
-        counting = sql in self._counting
+        counting = plan.sql in self._counting
         try:
             before = await _skipped_so_far(conn) if counting else 0
-            for start in range(lo, hi, per_statement):
-                await self._execute(conn, sql, rows[start : min(start + per_statement, hi)])
-                result.statements += 1
+            result.statements += await plan.insert(conn, lo, hi)
             if counting:
                 result.rows_skipped += await _skipped_so_far(conn) - before
             await savepoint.commit()
@@ -316,22 +368,15 @@ class Sink:
         return None
 
     async def _isolate(
-        self,
-        conn: AsyncConnection,
-        sql: str,
-        rows: list[Sequence[str | None]],
-        per_statement: int,
-        result: BatchResult,
+        self, conn: AsyncConnection, plan: _Plan, n_rows: int, result: BatchResult
     ) -> list[tuple[int, str]]:
         """Bisect with savepoints: insert every good row, return (index, reason) of the bad."""
         bad: list[tuple[int, str]] = []
-        stack = [
-            (lo, min(lo + per_statement, len(rows))) for lo in range(0, len(rows), per_statement)
-        ]
+        stack = list(plan.slices(0, n_rows))
         stack.reverse()
         while stack:
             lo, hi = stack.pop()
-            error = await self._try_insert(conn, sql, rows, lo, hi, per_statement, result)
+            error = await self._try_insert(conn, plan, lo, hi, result)
             if error is None:
                 continue
             if hi - lo == 1:
@@ -395,6 +440,100 @@ async def _skipped_so_far(conn: AsyncConnection) -> int:
     """The session's count of rows a ``skip`` statement left alone (see :func:`_insert`)."""
     value = await conn.exec_driver_sql(f"SELECT COALESCE({_SKIPPED}, 0)")
     return int(value.scalar_one())
+
+
+class _Plan:
+    """A batch's rows ready to send: cut into statements and executed by index range."""
+
+    protocol: Protocol
+    sql: str  # the statement they are sent with (its text form for the text path)
+
+    def slices(self, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        raise NotImplementedError
+
+    async def insert(self, conn: AsyncConnection, lo: int, hi: int) -> int:
+        """Insert rows lo..hi; return the number of statements sent."""
+        raise NotImplementedError
+
+
+class _BulkPlan(_Plan):
+    """Row tuples for ``executemany``: sized by the batch's share of the JSON it came in."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        sql: str,
+        columns: list[list[str | None]],
+        protocol: Protocol,
+        raw_bytes: int,
+    ) -> None:
+        self._sink, self.sql, self._columns, self.protocol = sink, sql, columns, protocol
+        self._rows: list[Sequence[str | None]] = list(zip(*columns, strict=True))
+        # Rows per statement: the batch's share of the JSON it came in, per statement budget.
+        self._per_statement = max(1, int(len(self._rows) * sink.statement_bytes / raw_bytes))
+
+    def slices(self, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        for start in range(lo, hi, self._per_statement):
+            yield start, min(start + self._per_statement, hi)
+
+    async def insert(self, conn: AsyncConnection, lo: int, hi: int) -> int:
+        n = 0
+        for start, end in self.slices(lo, hi):
+            if self.protocol == "bulk" and any(
+                col[start:end].count(None) == end - start for col in self._columns
+            ):
+                # asyncmy cannot bind an all-NULL column in bulk and would silently take its
+                # slow per-value text path: send these rows as INSERT text instead.
+                part = [col[start:end] for col in self._columns]
+                n += await _TextPlan(self._sink, self.sql, RowTexts(part)).insert(
+                    conn, 0, end - start
+                )
+                continue
+            await self._sink.execute_driver(conn, self.sql, self._rows[start:end])
+            n += 1
+        return n
+
+
+class _TextPlan(_Plan):
+    """Row texts for multi-row ``INSERT … VALUES (…),(…)`` statements sent as COM_QUERY."""
+
+    protocol: Protocol = "text"
+
+    def __init__(self, sink: Sink, sql: str, rows: RowTexts) -> None:
+        self._sink, self._rows, self.sql = sink, rows, sql
+        self._head, self._tail = _split_values(sql)
+
+    def slices(self, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        return self._rows.slices(lo, hi, self._sink.statement_bytes)
+
+    async def insert(self, conn: AsyncConnection, lo: int, hi: int) -> int:
+        n = 0
+        pending = list(self.slices(lo, hi))
+        pending.reverse()
+        while pending:
+            start, end = pending.pop()
+            sql = (self._head + self._rows.values(start, end) + self._tail).encode(
+                "utf-8", "surrogateescape"
+            )
+            if len(sql) > self._sink.packet_limit - PACKET_HEADROOM and end - start > 1:
+                # Characters are counted when cutting; multi-byte text can outgrow a packet.
+                mid = (start + end) // 2
+                pending.extend(((mid, end), (start, mid)))
+                continue
+            await self._sink.execute_driver(conn, sql, None)
+            n += 1
+        return n
+
+
+def _split_values(sql: str) -> tuple[str, str]:
+    """``INSERT … VALUES `` and whatever follows the placeholder tuple (e.g. an
+    ``ON DUPLICATE KEY UPDATE`` clause), around the one ``(%s, …)`` of ``sql``."""
+    width = sql.count("%s")
+    placeholders = "(" + ", ".join(["%s"] * width) + ")"
+    head, found, tail = sql.partition(placeholders)
+    if not found:
+        raise RuntimeError(f"no placeholder tuple in {sql[:200]!r}")
+    return head, tail
 
 
 def _arranged(env: Envelope, order: Sequence[str]) -> list[list[str | None]]:

@@ -22,12 +22,13 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     values = [float(p[1]["rows_per_s"]) for p in paths]
     colors = []
     for label in labels:
-        if label.startswith("LOAD"):
+        text = "(text)" in label
+        if "LOAD DATA" in label:
             colors.append("#7f7f7f")
-        elif label.startswith("sink"):
-            colors.append("#1f77b4")
-        elif label.startswith("end"):
-            colors.append("#2ca02c")
+        elif "sink only" in label:
+            colors.append("#aec7e8" if text else "#1f77b4")
+        elif "end to end" in label:
+            colors.append("#98df8a" if text else "#2ca02c")
         else:
             colors.append("#d62728")
     fig, ax = plt.subplots(figsize=(10, 0.55 * len(labels) + 1.6))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MILLION", "TARGETS", "Target", "derive", "per_million"]
+__all__ = ["MILLION", "TARGETS", "Target", "derive", "path_targets", "per_million", "section"]
 
 MILLION = 1_000_000
 RSS_FLAT_TOLERANCE = 1.10  # "flat": the bigger file's peak RSS within 10% of the smaller's
@@ -21,11 +21,13 @@ class Target:
 
 
 TARGETS = (
+    # Sink (2) and end to end (1) against LOAD DATA: per table and protocol, path_targets().
     Target(
-        "e2e_vs_load", "end to end (1 worker) ÷ LOAD DATA (1 conn)", "≥ 0.6x", lambda v: v >= 0.6
+        "sink4_vs_load",
+        "observations, bulk protocol: sink (4) ÷ LOAD DATA (1)",
+        "≥ 1.2x",
+        lambda v: v >= 1.2,
     ),
-    Target("sink2_vs_load", "sink only (2) ÷ LOAD DATA (1 conn)", "≥ 0.9x", lambda v: v >= 0.9),
-    Target("sink4_vs_load", "sink only (4) ÷ LOAD DATA (1 conn)", "≥ 1.2x", lambda v: v >= 1.2),
     Target("e2e_vs_seed", "end to end (1 worker) ÷ seed-style", "≥ 20x", lambda v: v >= 20),
     Target(
         "e2e_vs_seed_ceiling",
@@ -137,9 +139,13 @@ def derive(results: dict[str, Any]) -> dict[str, Any]:  # noqa: C901, PLR0915 - 
         rate(e2e, "1"),
         float(seed["consumer_cpu_bound_rows_per_s"]) if seed else None,
     )
+    _path_ratios(results, ratios)
     results["ratios"] = ratios
 
     measured: dict[str, float] = dict(ratios)
+    latency = results.get("latency")
+    if latency and latency.get("p99_s") is not None:
+        measured["latency_p99"] = float(latency["p99_s"])
     if "e2e_1" in resources:
         measured["producer_cpu"] = resources["e2e_1"]["producer_cpu_s_per_1m"]
         measured["worker_cpu"] = resources["e2e_1"]["worker_cpu_s_per_1m"]
@@ -161,6 +167,71 @@ def derive(results: dict[str, Any]) -> dict[str, Any]:  # noqa: C901, PLR0915 - 
             "value": measured.get(t.key),
             "met": None if t.key not in measured else bool(t.check(measured[t.key])),
         }
-        for t in TARGETS
+        for t in (*TARGETS, *path_targets(results))
     ]
     return results
+
+
+def _tables(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """(table, results key prefix) of every table measured; observations first."""
+    tables = results["meta"].get("tables") or {"observations": {"key": ""}}
+    return [(name, str(t["key"])) for name, t in tables.items()]
+
+
+def _protocols(results: dict[str, Any]) -> list[str]:
+    return list(results["meta"].get("protocols") or ["bulk"])
+
+
+def section(prefix: str, stage: str, protocol: str = "bulk") -> str:
+    """The results key of a stage's runs (see :func:`bench.datasets.section_name`)."""
+    name = stage if protocol == "bulk" else f"{stage}_{protocol}"
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _path_ratios(results: dict[str, Any], ratios: dict[str, float]) -> None:
+    """``<table>.<path>_vs_load``: every sink and end-to-end run of every table and
+    protocol against that table's LOAD DATA with 1 connection."""
+    for _, prefix in _tables(results):
+        load = results.get(section(prefix, "load_data"), {}).get("1")
+        if not load:
+            continue
+        for protocol in _protocols(results):
+            for stage, counts in (("sink", ("1", "2", "4")), ("e2e", ("1", "2"))):
+                runs = results.get(section(prefix, stage, protocol), {})
+                for n in counts:
+                    if isinstance(runs.get(n), dict):
+                        key = f"{section(prefix, stage, protocol)}{n}_vs_load"
+                        ratios[key] = float(runs[n]["rows_per_s"]) / float(load["rows_per_s"])
+
+
+def path_targets(results: dict[str, Any]) -> list[Target]:
+    """Issue 16's targets, on every table and protocol measured: the sink with 2
+    connections ≥ 0.9x and end to end with 1 worker ≥ 0.6x of LOAD DATA (1 connection);
+    the 1-row latency p99 ≤ 2 s."""
+    out: list[Target] = []
+    for table, prefix in _tables(results):
+        for protocol in _protocols(results):
+            what = f"{table}, {protocol} protocol"
+            sink = section(prefix, "sink", protocol)
+            e2e = section(prefix, "e2e", protocol)
+            out.append(
+                Target(f"{sink}2_vs_load", f"{what}: sink (2) ÷ LOAD DATA (1)", "≥ 0.9x", _ge(0.9))
+            )
+            out.append(
+                Target(
+                    f"{e2e}1_vs_load", f"{what}: end to end (1) ÷ LOAD DATA (1)", "≥ 0.6x", _ge(0.6)
+                )
+            )
+    out.append(
+        Target(
+            "latency_p99",
+            "1-row file: producer's send → committed, p99 seconds (idle worker)",
+            "≤ 2 s",
+            lambda v: v <= 2.0,
+        )
+    )
+    return out
+
+
+def _ge(bound: float) -> Callable[[float], bool]:
+    return lambda v: v >= bound

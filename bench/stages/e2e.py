@@ -13,7 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.context import TABLE, Context
+from bench.context import Context
+from bench.datasets import Dataset, section_name
 from bench.measure import cpu_delta, diff_counts
 from bench.procs import Child
 from bench.profiler import Profiler
@@ -82,17 +83,20 @@ def _batch_stats(reports: Sequence[Path]) -> dict[str, Any]:
     }
 
 
-async def stage_e2e(ctx: Context, workers: int) -> dict[str, Any]:
+async def stage_e2e(
+    ctx: Context, ds: Dataset, workers: int, protocol: str = "bulk"
+) -> dict[str, Any]:
     await ctx.truncate()
     url = await ctx.new_queue(f"bench-e2e{workers}")
-    env = {**ctx.env, "HEADRACE_QUEUE_URL": url}
+    env = {**ctx.env, "HEADRACE_QUEUE_URL": url, "HEADRACE_DB__INSERT_PATH": protocol}
     timeout = ctx.opts.stage_timeout_s
     procs = [
         ctx.child(f"worker{workers}-{i}", ["-m", "cli", "worker"], env) for i in range(workers)
     ]
     producer: Child | None = None
     watch = _LedgerWatch(ctx.engine)
-    profiler = Profiler(ctx.opts.py_spy_dir if workers == ctx.opts.e2e_workers[0] else None)
+    first = workers == ctx.opts.e2e_workers[0] and protocol == ctx.opts.protocols[0]
+    profiler = Profiler(ctx.opts.py_spy_dir if first and not ds.key else None)
     try:
         for proc in procs:
             await proc.wait_for_output("worker_start", 60)
@@ -103,7 +107,7 @@ async def stage_e2e(ctx: Context, workers: int) -> dict[str, Any]:
         started = time.monotonic()
         producer = ctx.child(
             f"producer-e2e{workers}",
-            ["-m", "cli", "produce", str(ctx.csv_path), "--table", TABLE],
+            ["-m", "cli", "produce", str(ds.csv_path), "--table", ds.name],
             env,
         )
         cpu_before[producer.name] = 0.0
@@ -128,10 +132,11 @@ async def stage_e2e(ctx: Context, workers: int) -> dict[str, Any]:
     bad_exits = [u for u in usages if u.exit_code != 0]
     if bad_exits:
         raise RuntimeError(f"worker exit codes {[u.exit_code for u in usages]}")
-    verify = await verify_source(ctx.settings, ctx.engine, str(ctx.csv_path), TABLE)
+    verify = await verify_source(ctx.settings, ctx.engine, str(ds.csv_path), ds.name)
     await ctx.delete_queue(url)
     return {
         "workers": workers,
+        "protocol": protocol,
         "seconds": round(seconds, 3),
         "rows": ctx.opts.rows,
         "rows_per_s": ctx.opts.rows / seconds,
@@ -148,12 +153,17 @@ async def stage_e2e(ctx: Context, workers: int) -> dict[str, Any]:
     }
 
 
-async def stage_e2e_all(ctx: Context) -> None:
-    out: dict[str, Any] = {}
-    for n in ctx.opts.e2e_workers:
-        out[str(n)] = res = await stage_e2e(ctx, n)
-        log(ctx.console, f"end to end, {n} worker(s): {fmt_rate(res)}; {res['verify']}")
-        if not res["verify_ok"]:
-            raise RuntimeError(f"verification failed: {res['verify']}")
+async def stage_e2e_all(ctx: Context, ds: Dataset) -> None:
+    for protocol in ctx.opts.protocols:
+        out: dict[str, Any] = {}
+        for n in ctx.opts.e2e_workers:
+            out[str(n)] = res = await stage_e2e(ctx, ds, n, protocol)
+            log(
+                ctx.console,
+                f"{ds.name}: end to end ({protocol}), {n} worker(s): {fmt_rate(res)}; "
+                f"{res['verify']}",
+            )
+            if not res["verify_ok"]:
+                raise RuntimeError(f"verification failed: {res['verify']}")
+        ctx.results[ds.section(section_name("e2e", protocol))] = out
     await ctx.truncate()
-    ctx.results["e2e"] = out

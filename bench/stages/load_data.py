@@ -8,21 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from bench.context import DATABASE, Context
+from bench.datasets import Dataset
 from bench.measure import children_cpu_s, cpu_delta
 from bench.progress import fmt_rate, log
-from cli.datagen import observations
 from headrace.db import STRICT_SQL_MODE
 
 __all__ = ["stage_load_data"]
 
 LOAD_SQL = """
-LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE observations
+LOAD DATA LOCAL INFILE %s IGNORE INTO TABLE {table}
 CHARACTER SET utf8mb4
 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '"' ESCAPED BY ''
 LINES TERMINATED BY '\\n'
 IGNORE 1 LINES
-(observed_at, bot_id, sku, price, quantity, @in_stock, title, @note)
-SET in_stock = IF(@in_stock = 'true', 1, 0), note = NULLIF(@note, '')
+{columns}
 """
 
 
@@ -41,7 +40,7 @@ def _split_csv(path: Path, parts: int, out_dir: Path) -> list[Path]:
     return out
 
 
-async def _load_data(ctx: Context, files: list[Path]) -> dict[str, Any]:
+async def _load_data(ctx: Context, ds: Dataset, files: list[Path]) -> dict[str, Any]:
     """One ``mariadb --local-infile`` client per file, all at once (asyncmy 0.2.18 cannot:
     its LOAD DATA LOCAL handler rejects the file name the server sends back as bytes)."""
     base = ctx.mariadb.client_command(
@@ -52,7 +51,7 @@ async def _load_data(ctx: Context, files: list[Path]) -> dict[str, Any]:
         quoted = str(path).replace("\\", "\\\\").replace("'", "\\'")
         return (
             f"SET SESSION sql_mode = '{STRICT_SQL_MODE}', time_zone = '+00:00';\n"
-            + LOAD_SQL.replace("%s", f"'{quoted}'")
+            + LOAD_SQL.format(table=ds.name, columns=ds.load_columns).replace("%s", f"'{quoted}'")
             + ";\nSELECT @@warning_count, ROW_COUNT();"
         )
 
@@ -75,7 +74,7 @@ async def _load_data(ctx: Context, files: list[Path]) -> dict[str, Any]:
     after["mariadb_client"] = children_cpu_s()  # the clients, reaped in the window
     cpu = cpu_delta(after, before)
     loaded = sum(d[0] for d in done)
-    in_table = await ctx.count(observations)
+    in_table = await ctx.count(ds.table)
     if in_table != loaded:
         raise RuntimeError(f"LOAD DATA reported {loaded} rows, the table holds {in_table}")
     return {
@@ -89,24 +88,25 @@ async def _load_data(ctx: Context, files: list[Path]) -> dict[str, Any]:
     }
 
 
-async def stage_load_data(ctx: Context) -> None:
+async def stage_load_data(ctx: Context, ds: Dataset) -> None:
     """The ceiling, each variant run ``--ceiling-runs`` times keeping the fastest: a ceiling
     slowed by a passing disturbance would flatter every ratio measured against it."""
     out: dict[str, Any] = {}
-    halves = _split_csv(ctx.csv_path, 2, ctx.work)  # not timed
-    for key, files in (("1", [ctx.csv_path]), ("2", halves)):
+    halves = _split_csv(ds.csv_path, 2, ctx.work)  # not timed
+    for key, files in (("1", [ds.csv_path]), ("2", halves)):
         runs = []
         for _ in range(ctx.opts.ceiling_runs):
             await ctx.truncate()
-            runs.append(await _load_data(ctx, files))
+            runs.append(await _load_data(ctx, ds, files))
         best = max(runs, key=lambda r: float(r["rows_per_s"]))
         out[key] = {**best, "runs": len(runs), "all_rows_per_s": [r["rows_per_s"] for r in runs]}
         shown = ", ".join(f"{r['rows_per_s']:,.0f}" for r in runs)
         log(
             ctx.console,
-            f"LOAD DATA, {key} connection(s): best of {len(runs)}: {fmt_rate(best)} ({shown})",
+            f"{ds.name}: LOAD DATA, {key} connection(s): best of {len(runs)}: "
+            f"{fmt_rate(best)} ({shown})",
         )
     for half in halves:
         half.unlink()
     await ctx.truncate()
-    ctx.results["load_data"] = out
+    ctx.results[ds.section("load_data")] = out

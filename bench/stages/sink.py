@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from bench.context import TABLE, Context
+from bench.context import Context
+from bench.datasets import Dataset, section_name
 from bench.measure import cpu_delta
 from bench.progress import fmt_rate, log
 from headrace.db import create_engine
@@ -23,7 +24,7 @@ from producer.packer import Packer
 __all__ = ["stage_sink"]
 
 
-async def _decoded_batches(ctx: Context) -> tuple[list[list[Envelope]], int]:
+async def _decoded_batches(ctx: Context, ds: Dataset) -> tuple[list[list[Envelope]], int]:
     """The CSV as the worker would receive it: read and validated as the producer does, packed
     by :class:`producer.packer.Packer` (uncompressed, sized for ``envelope_rows`` rows a
     message) and decoded by :func:`headrace.envelope.decode`; grouped into batches the way
@@ -33,8 +34,8 @@ async def _decoded_batches(ctx: Context) -> tuple[list[list[Envelope]], int]:
 
     p = ctx.settings.producer
     async with ctx.engine.connect() as conn:
-        schema = await reflect_table(conn, TABLE)
-    source = open_source(str(ctx.csv_path))
+        schema = await reflect_table(conn, ds.name)
+    source = open_source(str(ds.csv_path))
     reader = CsvReader(
         source.open(max_ratio=p.max_gzip_ratio, max_bytes=p.max_decompressed_bytes),
         source=source.uri,
@@ -58,7 +59,7 @@ async def _decoded_batches(ctx: Context) -> tuple[list[list[Envelope]], int]:
                 per_row = len(orjson.dumps(sample)) / max(1, len(sample)) + 8
                 packer = Packer(
                     run_id="b" * 32,
-                    table=TABLE,
+                    table=ds.name,
                     columns=[s.name for s in specs],
                     source=source.uri,
                     budget=int(per_envelope * per_row) + 4096,
@@ -84,29 +85,41 @@ async def _decoded_batches(ctx: Context) -> tuple[list[list[Envelope]], int]:
     return batches, valid_rows
 
 
+async def _prepare(ctx: Context, batches: list[list[Envelope]], mode: str) -> None:
+    """Empty tables for plain inserts; for a duplicate mode keep the rows (every key exists)
+    and forget only the ledger and the rejects, or nothing would apply."""
+    if mode == "error":
+        await ctx.truncate()
+        return
+    async with ctx.engine.begin() as conn:
+        for table in ("ingest_ledger", "rejected_rows"):
+            await conn.execute(sa.text(f"TRUNCATE TABLE {table}"))  # fixed names
+    _set_mode(batches, mode)
+
+
+def _set_mode(batches: list[list[Envelope]], mode: str) -> None:
+    for batch in batches:
+        for env in batch:
+            env.on_duplicate = mode
+
+
 async def _sink_run(
     ctx: Context,
+    ds: Dataset,
     batches: list[list[Envelope]],
-    concurrency: int,
+    run: tuple[str, int],
     expected_rows: int,
     mode: str = "error",
 ) -> dict[str, Any]:
     from worker.sink import Sink
 
-    if mode == "error":
-        await ctx.truncate()
-    else:  # keep the rows (every key exists); forget the ledger, or nothing would apply
-        async with ctx.engine.begin() as conn:
-            for table in ("ingest_ledger", "rejected_rows"):
-                await conn.execute(sa.text(f"TRUNCATE TABLE {table}"))  # fixed names
-        for batch in batches:
-            for env in batch:
-                env.on_duplicate = mode
+    await _prepare(ctx, batches, mode)
     s = ctx.settings
+    protocol, concurrency = run
     engine = create_engine(s, pool_size=concurrency)
     try:
         async with engine.connect() as conn:
-            schema = await reflect_table(conn, TABLE)
+            schema = await reflect_table(conn, ds.name)
         # Warm the pool: a running worker has its connections open.
         warm = [await engine.connect() for _ in range(concurrency)]
         for conn in warm:
@@ -116,11 +129,13 @@ async def _sink_run(
             engine,
             max_statement_bytes=s.worker.max_statement_bytes,
             statement_timeout_s=s.db.statement_timeout_s,
+            insert_path=protocol,  # type: ignore[arg-type]  # bulk or text (bench.options)
         )
         queue: asyncio.Queue[list[Envelope]] = asyncio.Queue()
         for batch in batches:
             queue.put_nowait(batch)
         totals = {"inserted": 0, "rejected": 0, "skipped": 0, "statements": 0, "batches": 0}
+        used: set[str] = set()
 
         async def loop() -> None:
             while not queue.empty():
@@ -131,6 +146,7 @@ async def _sink_run(
                 totals["skipped"] += result.rows_skipped
                 totals["statements"] += result.statements
                 totals["batches"] += 1
+                used.add(str(result.protocol))
 
         before = ctx.cpu_now()
         started = time.perf_counter()
@@ -139,14 +155,15 @@ async def _sink_run(
         cpu = cpu_delta(ctx.cpu_now(), before)
     finally:
         await engine.dispose()
-    for batch in batches:
-        for env in batch:
-            env.on_duplicate = "error"
+    _set_mode(batches, "error")
     written = totals["inserted"] + totals["skipped"]
     if written != expected_rows:
         raise RuntimeError(f"sink wrote {written} rows ({mode}), expected {expected_rows}")
+    if used != {protocol}:
+        raise RuntimeError(f"asked for the {protocol} path, the sink used {sorted(used)}")
     return {
         "sinks": concurrency,
+        "protocol": protocol,
         "seconds": round(seconds, 3),
         "rows": ctx.opts.rows,
         "rows_per_s": ctx.opts.rows / seconds,
@@ -155,9 +172,9 @@ async def _sink_run(
     }
 
 
-async def stage_sink(ctx: Context) -> None:
+async def stage_sink(ctx: Context, ds: Dataset) -> None:
     started = time.perf_counter()
-    batches, valid_rows = await _decoded_batches(ctx)
+    batches, valid_rows = await _decoded_batches(ctx, ds)
     gc.collect()
     gc.freeze()  # a million decoded rows: keep them out of the timed runs' collections
     n_envelopes = sum(len(b) for b in batches)
@@ -165,26 +182,35 @@ async def stage_sink(ctx: Context) -> None:
     batch_rows = valid_rows / max(1, len(batches))
     log(
         ctx.console,
-        f"sink input: {valid_rows:,} valid rows in {n_envelopes} envelopes of "
+        f"{ds.name}: sink input: {valid_rows:,} valid rows in {n_envelopes} envelopes of "
         f"~{envelope_rows:,.0f} rows, {len(batches)} batches of ~{batch_rows:,.0f} rows "
         f"(packed and decoded in {time.perf_counter() - started:.1f} s, not timed)",
     )
-    out: dict[str, Any] = {
-        "envelope_rows": round(envelope_rows),
-        "batch_rows": round(batch_rows),
-        "batches": len(batches),
-    }
-    for n in ctx.opts.sink_concurrency:
-        out[str(n)] = await _sink_run(ctx, batches, n, valid_rows)
-        log(ctx.console, f"sink only, {n} concurrent: {fmt_rate(out[str(n)])}")
-    if "1" in out:  # the duplicate modes need the rows of a finished run in place
-        for mode in ("update", "skip"):
-            run = await _sink_run(ctx, batches, 1, valid_rows, mode)
-            run["vs_plain_1"] = round(run["rows_per_s"] / out["1"]["rows_per_s"], 3)
-            out[mode] = run
-            log(ctx.console, f"sink only, 1, --on-duplicate {mode}: {fmt_rate(run)}")
+    for protocol in ctx.opts.protocols:
+        out: dict[str, Any] = {
+            "envelope_rows": round(envelope_rows),
+            "batch_rows": round(batch_rows),
+            "batches": len(batches),
+        }
+        for n in ctx.opts.sink_concurrency:
+            out[str(n)] = await _sink_run(ctx, ds, batches, (protocol, n), valid_rows)
+            log(
+                ctx.console,
+                f"{ds.name}: sink only ({protocol}), {n} concurrent: {fmt_rate(out[str(n)])}",
+            )
+        if "1" in out and ds.name == "observations":
+            # The duplicate modes need a finished run's rows in place (a natural key the
+            # file carries; trips' AUTO_INCREMENT key is not in its file).
+            for mode in ("update", "skip"):
+                run = await _sink_run(ctx, ds, batches, (protocol, 1), valid_rows, mode)
+                run["vs_plain_1"] = round(run["rows_per_s"] / out["1"]["rows_per_s"], 3)
+                out[mode] = run
+                log(
+                    ctx.console,
+                    f"{ds.name}: sink only ({protocol}), 1, --on-duplicate {mode}: {fmt_rate(run)}",
+                )
+        ctx.results[ds.section(section_name("sink", protocol))] = out
     del batches
     gc.unfreeze()
     gc.collect()
     await ctx.truncate()
-    ctx.results["sink"] = out

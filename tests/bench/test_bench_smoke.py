@@ -1,9 +1,10 @@
 """The benchmark harness, end to end on tiny inputs, so that it cannot rot.
 
 Runs ``python -m bench`` as `make bench` does (its own mariadbd and moto server process), with
-3,000 rows, a 300-row seed-style baseline (10 handlers instead of 100), no bigger-file producer
-run and a short worker flush age and long poll, and checks that every section of the results
-JSON holds positive numbers and that verification passed.
+3,000 rows a table (both tables, both insert paths), a 300-row seed-style baseline (10
+handlers instead of 100), 3 latency runs, no bigger-file producer run and a short worker
+flush age and long poll, and checks that every section of the results JSON holds positive
+numbers, that each run used the path it names and that verification passed.
 """
 
 from __future__ import annotations
@@ -19,11 +20,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _positive(value: Any) -> bool:
     return isinstance(value, int | float) and value > 0
+
+
+def _check_duplicate_modes(sink: dict[str, Any], bad: int) -> None:
+    """--on-duplicate over the rows just loaded: every row updated, or every row skipped."""
+    update, skip = sink["update"], sink["skip"]
+    assert (update["inserted"], update["skipped"]) == (3000 - bad, 0)
+    assert (skip["inserted"], skip["skipped"]) == (0, 3000 - bad)
+    assert update["rejected"] == skip["rejected"] == bad
+    assert _positive(update["vs_plain_1"])
+    assert _positive(skip["vs_plain_1"])
 
 
 def test_bench_runs_end_to_end_on_tiny_inputs(tmp_path: Path) -> None:
@@ -46,6 +57,8 @@ def test_bench_runs_end_to_end_on_tiny_inputs(tmp_path: Path) -> None:
             "10",
             "--seed-pool",
             "5",
+            "--latency-runs",
+            "3",
         ],
         cwd=ROOT,
         # Short flush age and long poll: a SIGTERM'd worker lets its long poll finish.
@@ -56,7 +69,7 @@ def test_bench_runs_end_to_end_on_tiny_inputs(tmp_path: Path) -> None:
         },
         capture_output=True,
         text=True,
-        timeout=200,
+        timeout=540,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -67,17 +80,27 @@ def test_bench_runs_end_to_end_on_tiny_inputs(tmp_path: Path) -> None:
         run = results["load_data"][n]
         assert _positive(run["rows_per_s"])
         assert run["rows_loaded"] == 3000
-    for n in ("1", "2", "4"):
-        run = results["sink"][n]
-        assert _positive(run["rows_per_s"])
-        assert run["inserted"] == 3000 - results["meta"]["bad_rows"]
-    # --on-duplicate over the rows just loaded: every row updated, or every row skipped.
-    bad = results["meta"]["bad_rows"]
-    update, skip = results["sink"]["update"], results["sink"]["skip"]
-    assert (update["inserted"], update["skipped"], update["rejected"]) == (3000 - bad, 0, bad)
-    assert (skip["inserted"], skip["skipped"], skip["rejected"]) == (0, 3000 - bad, bad)
-    assert _positive(update["vs_plain_1"])
-    assert _positive(skip["vs_plain_1"])
+    tables = results["meta"]["tables"]
+    assert set(tables) == {"observations", "trips"}
+    for prefix in ("", "trips."):
+        bad = tables["trips" if prefix else "observations"]["bad_rows"]
+        assert results[f"{prefix}load_data"]["1"]["rows_loaded"] == 3000
+        for protocol in ("bulk", "text"):
+            suffix = "" if protocol == "bulk" else "_text"
+            for n in ("1", "2", "4"):
+                run = results[f"{prefix}sink{suffix}"][n]
+                assert run["protocol"] == protocol
+                assert _positive(run["rows_per_s"])
+                assert run["inserted"] == 3000 - bad
+            if not prefix:
+                _check_duplicate_modes(results[f"sink{suffix}"], bad)
+            for n in ("1", "2"):
+                run = results[f"{prefix}e2e{suffix}"][n]
+                assert run["protocol"] == protocol
+                assert run["verify_ok"], run["verify"]
+    latency = results["latency"]
+    assert latency["runs"] == 3
+    assert 0 < latency["p50_s"] <= latency["p99_s"] <= latency["max_s"]
     for n in ("1", "2"):
         run = results["e2e"][n]
         assert _positive(run["rows_per_s"])
@@ -107,5 +130,7 @@ def test_bench_runs_end_to_end_on_tiny_inputs(tmp_path: Path) -> None:
     targets = {t["key"]: t for t in results["targets"]}
     assert targets["producer_rss_growth"]["value"] is None  # skipped with --skip-rss
     assert all(t["met"] in (True, False) for k, t in targets.items() if k != "producer_rss_growth")
+    for key in ("trips.sink_text2_vs_load", "trips.e2e_text1_vs_load", "latency_p99"):
+        assert targets[key]["met"] in (True, False), key
     assert "verify OK" in proc.stdout
     assert "targets" in proc.stdout

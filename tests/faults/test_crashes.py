@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.pipeline import (
+    BOTH_INSERT_PATHS,
     assert_invariant,
     count,
     drain_queue,
@@ -25,7 +26,8 @@ from headrace.sqs import sqs_client
 from headrace.tables import ingest_ledger
 from testbed.moto import QueuePair
 
-pytestmark = pytest.mark.slow
+# Every scenario on both ways the sink sends rows (bulk protocol, and the INSERT text Aurora gets).
+pytestmark = [pytest.mark.slow, BOTH_INSERT_PATHS]
 
 SMALL_MESSAGES = {"HEADRACE_PRODUCER__MAX_MESSAGE_BYTES": "16384"}
 

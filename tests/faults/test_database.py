@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from structlog.testing import capture_logs
 from support.pipeline import (
+    BOTH_INSERT_PATHS,
     assert_invariant,
     cli_env_for,
     count,
@@ -31,13 +32,14 @@ from support.tcpproxy import TcpProxy
 from cli.datagen import GeneratedFile, generate_csv
 from headrace import failpoints
 from headrace.db import create_engine
-from headrace.settings import Settings
+from headrace.settings import InsertPath, Settings
 from headrace.tables import ingest_ledger, rejected_rows
 from testbed.mariadb import MariaDBServer
 from testbed.moto import QueuePair
 from worker.app import Worker, WorkerStats
 
-pytestmark = pytest.mark.slow
+# Every scenario on both ways the sink sends rows (bulk protocol, and the INSERT text Aurora gets).
+pytestmark = [pytest.mark.slow, BOTH_INSERT_PATHS]
 
 SMALL_MESSAGES = {"HEADRACE_PRODUCER__MAX_MESSAGE_BYTES": "32768"}
 FAST_WORKER = {
@@ -68,13 +70,24 @@ async def own_db(tmp_path: Path) -> AsyncIterator[MariaDBServer]:
 
 
 def _settings(
-    url: str, queue: QueuePair, moto_endpoint: str, db: dict[str, Any] | None = None, **worker: Any
+    url: str,
+    queue: QueuePair,
+    moto_endpoint: str,
+    db: dict[str, Any] | None = None,
+    *,
+    insert_path: InsertPath,
+    **worker: Any,
 ) -> Settings:
     return Settings(
         database_url=url,
         queue_url=queue.queue_url,
         sqs_endpoint_url=moto_endpoint,
-        db={"connect_timeout_s": 2, "statement_timeout_s": 10, **(db or {})},  # type: ignore[arg-type]
+        db={
+            "connect_timeout_s": 2,
+            "statement_timeout_s": 10,
+            "insert_path": insert_path,
+            **(db or {}),
+        },  # type: ignore[arg-type]
         worker={**FAST_WORKER, **worker},  # type: ignore[arg-type]
     )
 
@@ -158,11 +171,15 @@ async def _stop_workers() -> AsyncIterator[None]:
 
 
 async def test_scenario_12_db_down_at_start(
-    tmp_path: Path, own_db: MariaDBServer, queue: QueuePair, moto_endpoint: str
+    insert_path: InsertPath,
+    tmp_path: Path,
+    own_db: MariaDBServer,
+    queue: QueuePair,
+    moto_endpoint: str,
 ) -> None:
     url = own_db.create_database("outage")
     await prepare_database(url)
-    settings = _settings(url, queue, moto_endpoint)
+    settings = _settings(url, queue, moto_endpoint, insert_path=insert_path)
     data = _fill_queue(settings, tmp_path / "a.csv", 8_000, seed=21)
     own_db.stop()
     worker, run = _start(settings)
@@ -178,11 +195,17 @@ async def test_scenario_12_db_down_at_start(
 
 
 async def test_scenario_13_db_killed_mid_run(
-    tmp_path: Path, own_db: MariaDBServer, queue: QueuePair, moto_endpoint: str
+    insert_path: InsertPath,
+    tmp_path: Path,
+    own_db: MariaDBServer,
+    queue: QueuePair,
+    moto_endpoint: str,
 ) -> None:
     url = own_db.create_database("outage")
     await prepare_database(url)
-    settings = _settings(url, queue, moto_endpoint, max_inflight_messages=10)
+    settings = _settings(
+        url, queue, moto_endpoint, insert_path=insert_path, max_inflight_messages=10
+    )
     data = _fill_queue(settings, tmp_path / "b.csv", 20_000, seed=22)
     worker, run = _start(settings)
     await _until("a first batch", lambda: worker.stats.batches > 0, run)
@@ -198,6 +221,7 @@ async def test_scenario_13_db_killed_mid_run(
 
 
 async def test_scenario_14_db_frozen_gives_timeouts_not_hangs(
+    insert_path: InsertPath,
     tmp_path: Path,
     own_db: MariaDBServer,
     queue: QueuePair,
@@ -206,7 +230,9 @@ async def test_scenario_14_db_frozen_gives_timeouts_not_hangs(
 ) -> None:
     url = own_db.create_database("frozen")
     await prepare_database(url)
-    settings = _settings(url, queue, moto_endpoint, db={"statement_timeout_s": 3})
+    settings = _settings(
+        url, queue, moto_endpoint, insert_path=insert_path, db={"statement_timeout_s": 3}
+    )
     data = _fill_queue(settings, tmp_path / "f.csv", 10_000, seed=23)
     # The first flush waits 1 s inside its open transaction: the database is frozen then,
     # so its COMMIT must time out, however the messages happen to be batched.
@@ -232,6 +258,7 @@ async def test_scenario_14_db_frozen_gives_timeouts_not_hangs(
 
 
 async def test_scenario_15_connection_cut_mid_transaction(
+    insert_path: InsertPath,
     tmp_path: Path,
     mariadb: MariaDBServer,
     db_url: str,
@@ -241,7 +268,7 @@ async def test_scenario_15_connection_cut_mid_transaction(
 ) -> None:
     with TcpProxy(mariadb.host, mariadb.port) as proxy:
         url = db_url.replace(f":{mariadb.port}/", f":{proxy.port}/")
-        settings = _settings(url, queue, moto_endpoint)
+        settings = _settings(url, queue, moto_endpoint, insert_path=insert_path)
         data = _fill_queue(settings, tmp_path / "c.csv", 10_000, seed=24)
         failpoints.reset("worker.before_commit:sleep=0.4")  # every transaction stays open a while
         try:
@@ -274,7 +301,11 @@ async def _app_user(server: MariaDBServer, database: str) -> str:
 
 
 async def test_scenario_16_failover_old_writer_read_only(
-    tmp_path: Path, queue: QueuePair, moto_endpoint: str, events: list[dict[str, Any]]
+    insert_path: InsertPath,
+    tmp_path: Path,
+    queue: QueuePair,
+    moto_endpoint: str,
+    events: list[dict[str, Any]],
 ) -> None:
     """The endpoint briefly leads to a read-only server (error 1290), then to the writer."""
     writer = MariaDBServer(tmp_path / "writer", grant_tables=True)
@@ -289,7 +320,7 @@ async def test_scenario_16_failover_old_writer_read_only(
         reader.execute("SET GLOBAL read_only = 1")
         with TcpProxy(writer.host, writer.port) as proxy:
             url = f"mysql+asyncmy://app:pw@127.0.0.1:{proxy.port}/app"
-            settings = _settings(url, queue, moto_endpoint)
+            settings = _settings(url, queue, moto_endpoint, insert_path=insert_path)
             data = _fill_queue(settings, tmp_path / "fo.csv", 10_000, seed=25)
             worker, run = _start(settings)
             await _until("a first batch", lambda: worker.stats.batches > 0, run)
@@ -402,7 +433,11 @@ async def test_scenario_18_lock_wait_timeout_is_retried(
 
 
 async def test_scenario_19_too_many_connections(
-    tmp_path: Path, queue: QueuePair, moto_endpoint: str, events: list[dict[str, Any]]
+    insert_path: InsertPath,
+    tmp_path: Path,
+    queue: QueuePair,
+    moto_endpoint: str,
+    events: list[dict[str, Any]],
 ) -> None:
     # Privileged sessions may pass max_connections (and, without grant tables, all are).
     # MariaDB's smallest max_connections is 10.
@@ -413,7 +448,7 @@ async def test_scenario_19_too_many_connections(
         await prepare_database(server.url("few"))
         await _app_user(server, "few")
         url = f"mysql+asyncmy://app:pw@127.0.0.1:{server.port}/few"
-        settings = _settings(url, queue, moto_endpoint)
+        settings = _settings(url, queue, moto_endpoint, insert_path=insert_path)
         data = _fill_queue(settings, tmp_path / "m.csv", 5_000, seed=28)
         hog = create_engine(Settings(database_url=url), pool_size=20)
         held: list[AsyncConnection] = []
@@ -443,14 +478,18 @@ async def test_scenario_19_too_many_connections(
 
 
 async def test_scenario_20_statement_over_max_allowed_packet_is_split(
-    tmp_path: Path, queue: QueuePair, moto_endpoint: str, events: list[dict[str, Any]]
+    insert_path: InsertPath,
+    tmp_path: Path,
+    queue: QueuePair,
+    moto_endpoint: str,
+    events: list[dict[str, Any]],
 ) -> None:
     server = MariaDBServer(tmp_path / "small-packets", ["--max-allowed-packet=64K"])
     server.start()
     try:
         url = server.create_database("pkt")
         await prepare_database(url)
-        settings = _settings(url, queue, moto_endpoint, flush_rows=20_000)
+        settings = _settings(url, queue, moto_endpoint, insert_path=insert_path, flush_rows=20_000)
         data = generate_csv(tmp_path / "p.csv", 20_000, seed=29)
         produce_cli(cli_env_for(settings), data.path, timeout_s=120)  # 1 MiB messages
         stats = await asyncio.wait_for(Worker(settings).run(), timeout=120)
@@ -508,3 +547,26 @@ async def test_scenario_23_schema_drift_keeps_the_messages(
     stats = await asyncio.wait_for(run, timeout=120)
     assert stats.messages_poison == 0
     await assert_invariant(settings, engine, data.path)
+
+
+# --- a path the server does not offer --------------------------------------------------------
+
+
+async def test_insert_path_bulk_without_the_protocol_stops_the_worker_and_keeps_the_messages(
+    tmp_path: Path, settings: Settings, engine: AsyncEngine
+) -> None:
+    """HEADRACE_DB__INSERT_PATH=bulk where the server (or the statement cache) cannot bulk:
+    the worker stops with the error instead of writing another way or dead-lettering
+    innocent messages; every message is still there for a worker configured right."""
+    bad = _fast(settings, stmt_cache_size=0, insert_path="bulk")
+    data = generate_csv(tmp_path / "cfg.csv", 500, seed=41)
+    produce_cli(cli_env_for(bad), data.path, timeout_s=120)
+    stats = await asyncio.wait_for(Worker(bad).run(), timeout=60)
+    assert stats.task_failures == 1
+    assert stats.messages_poison == 0
+    assert stats.messages_applied == 0
+    assert await count(engine) == 0
+    # Released, not dead-lettered: a worker with the default path applies all of them.
+    good = await asyncio.wait_for(Worker(_fast(settings, insert_path="auto")).run(), timeout=120)
+    assert good.messages_poison == 0
+    await _verify(settings, data.path)

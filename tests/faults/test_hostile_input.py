@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from support.pipeline import (
+    BOTH_INSERT_PATHS,
     assert_invariant,
     count,
     drain_queue,
@@ -36,7 +37,8 @@ from cli.datagen import HEADER, observations
 from headrace.settings import Settings
 from testbed.moto import QueuePair
 
-pytestmark = pytest.mark.slow
+# Every scenario on both ways the sink sends rows (bulk protocol, and the INSERT text Aurora gets).
+pytestmark = [pytest.mark.slow, BOTH_INSERT_PATHS]
 
 
 def _row(i: int, **values: str) -> str:

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 import zstandard
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.pipeline import assert_invariant, count
+from support.pipeline import BOTH_INSERT_PATHS, assert_invariant, count
 
 from cli.datagen import GeneratedFile, generate_csv, observations
 from headrace.envelope import MAX_DECODED_BYTES, sign
@@ -37,7 +37,8 @@ from producer.app import produce
 from testbed.moto import QueuePair
 from worker.app import Worker
 
-pytestmark = pytest.mark.slow
+# Every scenario on both ways the sink sends rows (bulk protocol, and the INSERT text Aurora gets).
+pytestmark = [pytest.mark.slow, BOTH_INSERT_PATHS]
 
 RUN = "f" * 32
 COLS = ["observed_at", "bot_id", "sku", "price", "quantity", "in_stock", "title", "note"]
@@ -251,7 +252,11 @@ async def test_scenario_36_a_listed_table_that_is_missing_is_waited_for(
 async def _table_exists(engine: AsyncEngine, name: str) -> bool:
     async with engine.connect() as conn:
         found = await conn.execute(
-            sa.text("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = :n"),
+            # This database's only: the shared server holds other tests' databases too.
+            sa.text(
+                "SELECT COUNT(*) FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name = :n"
+            ),
             {"n": name},
         )
         return bool(found.scalar_one())

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,6 +23,8 @@ from headrace.sqs import sqs_client
 from headrace.tables import ingest_ledger, rejected_rows
 
 __all__ = [
+    "BOTH_INSERT_PATHS",
+    "INSERT_PATHS",
     "assert_invariant",
     "cli_env_for",
     "count",
@@ -50,6 +53,13 @@ async def prepare_database(url: str) -> None:
         await engine.dispose()
 
 
+#: Run a test once per way the sink sends rows: MariaDB's bulk protocol and the multi-row
+#: INSERT text Aurora MySQL gets, when it uses the ``insert_path`` fixture (directly or via
+#: ``settings``); tests/conftest.py's ``pytest_generate_tests`` does the parametrising.
+BOTH_INSERT_PATHS = pytest.mark.both_insert_paths
+INSERT_PATHS = ("bulk", "text")
+
+
 def cli_env_for(settings: Settings, **extra: str) -> dict[str, str]:
     """Environment for `headrace` subprocesses (`python -m cli ...`) pointed at ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
@@ -61,6 +71,7 @@ def cli_env_for(settings: Settings, **extra: str) -> dict[str, str]:
         HEADRACE_WORKER__WAIT_TIME_S="1",
         HEADRACE_WORKER__FLUSH_AGE_S="0.2",
         HEADRACE_WORKER__TABLES=",".join(settings.worker.tables) or "*",
+        HEADRACE_DB__INSERT_PATH=settings.db.insert_path,
         HEADRACE_LOG_LEVEL="INFO",
     )
     env.update(extra)

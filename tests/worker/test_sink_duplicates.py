@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.pipeline import rejected
+from support.pipeline import BOTH_INSERT_PATHS, rejected
 
 from headrace.envelope import Envelope
 from headrace.schema import TableSchema, reflect_table
+from headrace.settings import Settings
 from worker.sink import Sink
+
+pytestmark = BOTH_INSERT_PATHS  # the duplicate clause rides on both the bulk and text paths
 
 RUN = "fedcba9876543210fedcba9876543210"
 DDL = """
@@ -37,11 +40,17 @@ def _env(seq: int, rows: list[list[str | None]], mode: str, first_line: int = 2)
     return env
 
 
-async def _setup(engine: AsyncEngine) -> tuple[Sink, TableSchema]:
+async def _setup(engine: AsyncEngine, settings: Settings) -> tuple[Sink, TableSchema]:
     async with engine.begin() as conn:
         await conn.exec_driver_sql(DDL)
         schema = await reflect_table(conn, "prices")
-    return Sink(engine, max_statement_bytes=4096, statement_timeout_s=30), schema
+    sink = Sink(
+        engine,
+        max_statement_bytes=4096,
+        statement_timeout_s=30,
+        insert_path=settings.db.insert_path,
+    )
+    return sink, schema
 
 
 async def _table(engine: AsyncEngine) -> list[tuple[object, ...]]:
@@ -56,8 +65,9 @@ def _first(n: int) -> list[list[str | None]]:
 
 async def test_error_mode_rejects_the_duplicate_with_the_database_message(
     engine: AsyncEngine,
+    settings: Settings,
 ) -> None:
-    sink, schema = await _setup(engine)
+    sink, schema = await _setup(engine, settings)
     await sink.write(schema, [_env(0, _first(3), "error")])
     result = await sink.write(schema, [_env(1, [["S0001", "9.99", "1"]], "error", 10)])
     assert (result.rows_inserted, result.rows_rejected, result.rows_skipped) == (0, 1, 0)
@@ -67,8 +77,11 @@ async def test_error_mode_rejects_the_duplicate_with_the_database_message(
     assert (await _table(engine))[1] == ("S0001", "1.50", "1", "none")
 
 
-async def test_skip_leaves_existing_rows_and_counts_them(engine: AsyncEngine) -> None:
-    sink, schema = await _setup(engine)
+async def test_skip_leaves_existing_rows_and_counts_them(
+    engine: AsyncEngine,
+    settings: Settings,
+) -> None:
+    sink, schema = await _setup(engine, settings)
     await sink.write(schema, [_env(0, _first(300), "skip")])
     # 300 new rows, 200 whose key exists (changed values, left alone), one twice in itself.
     second = [[f"S{i:04d}", "1.00", "7"] for i in range(100, 600)] + [["S0599", "2.00", "8"]]
@@ -82,9 +95,12 @@ async def test_skip_leaves_existing_rows_and_counts_them(engine: AsyncEngine) ->
     assert await rejected(engine) == []
 
 
-async def test_skip_still_rejects_bad_values(engine: AsyncEngine) -> None:
+async def test_skip_still_rejects_bad_values(
+    engine: AsyncEngine,
+    settings: Settings,
+) -> None:
     """Unlike INSERT IGNORE, a value that does not fit is refused, not coerced."""
-    sink, schema = await _setup(engine)
+    sink, schema = await _setup(engine, settings)
     await sink.write(schema, [_env(0, _first(2), "skip")])
     rows: list[list[str | None]] = [["S0000", "3.00", "1"], ["S0100", "1.00", "99999"]]
     rows += [["S0101", "1.00", None]]
@@ -95,14 +111,18 @@ async def test_skip_still_rejects_bad_values(engine: AsyncEngine) -> None:
     assert "Out of range value for column 'qty'" in reason
 
 
-async def test_update_overwrites_the_carried_columns_only(engine: AsyncEngine) -> None:
-    sink, schema = await _setup(engine)
+async def test_update_overwrites_the_carried_columns_only(
+    engine: AsyncEngine,
+    settings: Settings,
+) -> None:
+    sink, schema = await _setup(engine, settings)
     async with engine.begin() as conn:
         await conn.exec_driver_sql(
             "INSERT INTO prices (sku, price, qty, note) VALUES ('S0001', 1, 1, 'kept')"
         )
     rows: list[list[str | None]] = [["S0001", "5.25", None], ["S0002", "6.00", "2"]]
     result = await sink.write(schema, [_env(0, rows, "update")])
+    assert result.protocol == settings.db.insert_path  # the path asked for, no fallback
     assert (result.rows_inserted, result.rows_rejected) == (2, 0)  # inserted or updated
     assert await _table(engine) == [("S0001", "5.25", None, "kept"), ("S0002", "6.00", "2", "none")]
     async with engine.connect() as conn:
@@ -110,8 +130,11 @@ async def test_update_overwrites_the_carried_columns_only(engine: AsyncEngine) -
     assert ids == 1  # updated in place: the same row
 
 
-async def test_update_rejects_bad_values_and_the_ledger_applies_once(engine: AsyncEngine) -> None:
-    sink, schema = await _setup(engine)
+async def test_update_rejects_bad_values_and_the_ledger_applies_once(
+    engine: AsyncEngine,
+    settings: Settings,
+) -> None:
+    sink, schema = await _setup(engine, settings)
     await sink.write(schema, [_env(0, _first(50), "update")])
     changed: list[list[str | None]] = [[f"S{i:04d}", "0.01", "1"] for i in range(50)]
     changed[20] = ["S0020", "123456789.00", "1"]  # DECIMAL(8,2) cannot hold it

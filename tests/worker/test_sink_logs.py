@@ -6,11 +6,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
+from support.pipeline import BOTH_INSERT_PATHS
 
 from headrace.envelope import Envelope
 from headrace.errors import DatabaseUnavailable
 from headrace.retry import Backoff
 from headrace.schema import Reject, reflect_table
+from headrace.settings import InsertPath
 from worker.sink import Sink
 
 RUN = "0123456789abcdef0123456789abcdef"
@@ -34,7 +36,9 @@ async def _refuse_rejects(engine: AsyncEngine, errno: int) -> None:
         )
 
 
-async def _write(engine: AsyncEngine) -> BaseException:
+async def _write(
+    engine: AsyncEngine, insert_path: InsertPath = "auto", value: str = "ok"
+) -> BaseException:
     async with engine.connect() as conn:
         schema = await reflect_table(conn, "narrow")
     sink = Sink(
@@ -42,9 +46,10 @@ async def _write(engine: AsyncEngine) -> BaseException:
         max_statement_bytes=4096,
         statement_timeout_s=30,
         backoff=Backoff(base_s=0.01, cap_s=0.01, attempts=3),
+        insert_path=insert_path,
     )
     reject = Reject(3, SECRET_VALUE, "bad")
-    env = Envelope.from_rows(RUN, 0, "narrow", ("k",), "t", [["ok"]], [2], [reject])
+    env = Envelope.from_rows(RUN, 0, "narrow", ("k",), "t", [[value]], [2], [reject])
     try:
         await sink.write(schema, [env])
     except Exception as exc:
@@ -72,3 +77,24 @@ async def test_a_failed_batch_error_carries_no_row_values(engine: AsyncEngine) -
     assert "refused" in repr(exc)  # what the worker's batch_failed line logs
     assert SECRET_VALUE not in repr(exc)
     assert SECRET_VALUE not in str(exc)  # what db_retry and SchemaError messages carry
+
+
+@BOTH_INSERT_PATHS
+async def test_a_refused_insert_of_rows_carries_no_row_values(
+    engine: AsyncEngine, insert_path: InsertPath
+) -> None:
+    """The text path's statement holds the values: its errors name the statement only."""
+    await _narrow_table(engine)
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_rows BEFORE INSERT ON narrow FOR EACH ROW "
+            "SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, MESSAGE_TEXT = 'refused'"
+        )
+    with capture_logs() as logs:
+        exc = await _write(engine, insert_path, SECRET_VALUE)
+    retries = [e for e in logs if e["event"] == "db_retry"]
+    assert len(retries) == 2
+    assert all(SECRET_VALUE not in str(e) for e in retries), retries
+    assert isinstance(exc, DatabaseUnavailable)
+    assert SECRET_VALUE not in repr(exc)
+    assert SECRET_VALUE not in repr(exc.__cause__)
