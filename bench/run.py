@@ -43,6 +43,7 @@ from bench.stages.e2e import stage_e2e_all
 from bench.stages.latency import stage_latency
 from bench.stages.load_data import stage_load_data
 from bench.stages.producer_big import stage_producer_big
+from bench.stages.producer_options import stage_producer_options
 from bench.stages.seed_style import stage_seed
 from bench.stages.sink import stage_sink
 
@@ -63,6 +64,7 @@ async def run_bench(opts: Options, console: Console) -> dict[str, Any]:
                 await stage_e2e_all(ctx, ds)
             await stage_seed(ctx)
             await stage_latency(ctx)
+            await stage_producer_options(ctx)
             if not opts.skip_rss:
                 await stage_producer_big(ctx)
             ctx.results["meta"]["wall_s"] = round(time.perf_counter() - began, 1)

@@ -123,6 +123,9 @@ def _print_processes(results: dict[str, Any], console: Console) -> None:
             f"{big['rows_per_s']:,.0f} rows/s"
         )
         r.add_row(*_usage_row(label, big["producer"], int(big["rows"])))
+    for run in results.get("producer_options", {}).values():
+        label = f"producer only, {run['label']} ({run['cpu_vs_default']:.2f}x default CPU)"
+        r.add_row(*_usage_row(label, run["producer"], int(run["rows"])))
     seed = results.get("seed")
     if seed:
         for role in ("sender", "consumer"):

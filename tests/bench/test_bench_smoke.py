@@ -37,6 +37,21 @@ def _check_duplicate_modes(sink: dict[str, Any], bad: int) -> None:
     assert _positive(skip["vs_plain_1"])
 
 
+def _check_seed(seed: dict[str, Any]) -> None:
+    assert _positive(seed["rows_per_s"])
+    assert seed["rows_in_table"] == 300
+    assert seed["verify_ok"]
+
+
+def _check_producer_options(runs: dict[str, Any], bad: int) -> None:
+    """The same rows written three ways, each read with its options: the same rows sent."""
+    assert set(runs) == {"default", "r_style", "european"}
+    for run in runs.values():
+        assert (run["rows_sent"], run["rows_rejected"]) == (3000 - bad, bad)
+        assert _positive(run["producer"]["cpu_s"])
+        assert _positive(run["cpu_vs_default"])
+
+
 def test_bench_runs_end_to_end_on_tiny_inputs(tmp_path: Path) -> None:
     results_dir = tmp_path / "results"
     proc = subprocess.run(
@@ -98,6 +113,7 @@ def test_bench_runs_end_to_end_on_tiny_inputs(tmp_path: Path) -> None:
                 run = results[f"{prefix}e2e{suffix}"][n]
                 assert run["protocol"] == protocol
                 assert run["verify_ok"], run["verify"]
+    _check_producer_options(results["producer_options"], tables["observations"]["bad_rows"])
     latency = results["latency"]
     assert latency["runs"] == 3
     assert 0 < latency["p50_s"] <= latency["p99_s"] <= latency["max_s"]
@@ -112,10 +128,7 @@ def test_bench_runs_end_to_end_on_tiny_inputs(tmp_path: Path) -> None:
         assert _positive(run["producer"]["cpu_s"])
         assert _positive(run["producer"]["max_rss_mb"])
         assert {"SendMessageBatch", "ReceiveMessage", "DeleteMessageBatch"} <= set(run["sqs"])
-    seed = results["seed"]
-    assert _positive(seed["rows_per_s"])
-    assert seed["rows_in_table"] == 300
-    assert seed["verify_ok"]
+    _check_seed(results["seed"])
 
     res = results["resources"]
     for key in ("producer_cpu_s_per_1m", "worker_cpu_s_per_1m", "producer_rss_mb", "worker_rss_mb"):

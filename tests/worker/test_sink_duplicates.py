@@ -150,3 +150,17 @@ async def test_update_rejects_bad_values_and_the_ledger_applies_once(
     async with engine.connect() as conn:
         total = (await conn.execute(sa.text("SELECT COUNT(*) FROM prices"))).scalar()
     assert total == 50
+
+
+async def test_skip_counts_every_row_of_a_batch_that_only_skips(
+    engine: AsyncEngine,
+    settings: Settings,
+) -> None:
+    """The benchmark's shape: rows loaded plainly, then the same rows again with skip, on a
+    connection that never counted before (a prepared read of a session variable that was
+    undefined when prepared reported 1 here instead of 3,000)."""
+    sink, schema = await _setup(engine, settings)
+    rows = _first(3000)
+    await sink.write(schema, [_env(0, rows, "error")])
+    result = await sink.write(schema, [_env(1, rows, "skip", 10_000)])
+    assert (result.rows_inserted, result.rows_skipped, result.rows_rejected) == (0, 3000, 0)
