@@ -261,8 +261,9 @@ def _options(settings: Settings, queue_url: str, budget: int) -> dict[str, objec
         "zstd_level": p.zstd_level,
         "chunk_rows": p.chunk_rows,
         "max_rejects_per_file": p.max_rejects_per_file,
-        "on_duplicate": p.on_duplicate,
-        "csv": p.csv.model_dump(mode="json"),  # `headrace rejected replay` types with it
+        # Only when not the default, as in the run id; `rejected replay` types with `csv`.
+        **({"on_duplicate": p.on_duplicate} if p.on_duplicate != "error" else {}),
+        **({"csv": p.csv.model_dump(mode="json")} if p.csv.fingerprint() else {}),
     }
 
 
