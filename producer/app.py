@@ -22,7 +22,7 @@ from headrace.settings import Settings, signing_key
 from headrace.sqs import Queue, open_queue
 from producer.checkpoint import Checkpoint
 from producer.claimcheck import ClaimCheck, open_claim_check
-from producer.packer import Packer
+from producer.packer import Packer, Packing
 from producer.reader import CsvReader, open_reader, read_chunks
 from producer.sender import Sender
 from producer.sources import Source, open_location
@@ -321,11 +321,13 @@ class _Run:
             columns=[s.name for s in specs],
             source=reader.source,
             budget=budget,
-            compression=p.compression,
-            zstd_level=p.zstd_level,
-            max_row_chars=_max_row_chars(specs),
-            on_duplicate=p.on_duplicate,
-            claim_check=self.claims is not None,
+            packing=Packing(
+                compression=p.compression,
+                zstd_level=p.zstd_level,
+                max_row_chars=_max_row_chars(specs),
+                on_duplicate=p.on_duplicate,
+                claim_check=self.claims is not None,
+            ),
         )
 
         m, table = report.metrics, schema.name

@@ -7,6 +7,7 @@ packs, so the packing policy lives here.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
 
 import orjson
 import zstandard
@@ -22,7 +23,21 @@ from headrace.envelope import (
 from headrace.errors import EnvelopeError
 from headrace.schema import Reject, drop_indices, row_text
 
-__all__ = ["Packer"]
+__all__ = ["DEFAULT_PACKING", "Packer", "Packing"]
+
+
+@dataclass(frozen=True)
+class Packing:
+    """How a run's messages are packed, besides the envelope's own fields."""
+
+    compression: str = "zstd"
+    zstd_level: int = 3
+    max_row_chars: int | None = None  # longest row the table can hold (else: reject early)
+    on_duplicate: str = "error"  # envelope v1's optional "dup"
+    claim_check: bool = False  # a row too big for any message: a message of its own
+
+
+DEFAULT_PACKING = Packing()
 
 
 class Packer:
@@ -35,7 +50,7 @@ class Packer:
     message's ratio, and an over-full message is split in two.
     """
 
-    def __init__(  # noqa: PLR0913 - keyword-only: the envelope's fields and the packing knobs
+    def __init__(
         self,
         *,
         run_id: str,
@@ -43,12 +58,11 @@ class Packer:
         columns: Sequence[str],
         source: str,
         budget: int,
-        compression: str = "zstd",
-        zstd_level: int = 3,
-        max_row_chars: int | None = None,
-        on_duplicate: str = "error",
-        claim_check: bool = False,
+        packing: Packing = DEFAULT_PACKING,
     ) -> None:
+        compression, zstd_level = packing.compression, packing.zstd_level
+        max_row_chars, on_duplicate = packing.max_row_chars, packing.on_duplicate
+        claim_check = packing.claim_check
         self.budget = budget
         # A row too big for any message: a message of its own, over budget, for the caller
         # to put in S3 behind a pointer (claim check); else a reject.

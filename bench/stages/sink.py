@@ -19,7 +19,7 @@ from bench.progress import fmt_rate, log
 from headrace.db import create_engine
 from headrace.envelope import Envelope, decode
 from headrace.schema import reflect_table
-from producer.packer import Packer
+from producer.packer import Packer, Packing
 
 __all__ = ["stage_sink"]
 
@@ -63,7 +63,7 @@ async def _decoded_batches(ctx: Context, ds: Dataset) -> tuple[list[list[Envelop
                     columns=[s.name for s in specs],
                     source=source.uri,
                     budget=int(per_envelope * per_row) + 4096,
-                    compression="none",
+                    packing=Packing(compression="none"),
                 )
             for msg in packer.add(rows, valid.lines, rejects):
                 envelopes.append(decode(msg.body, msg.attributes()))

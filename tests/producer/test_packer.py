@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from cli.datagen import HEADER, generate_csv, observations
 from headrace.envelope import EncodedMessage, Envelope, decode
 from headrace.schema import Reject, TableSchema, row_text
-from producer.packer import Packer
+from producer.packer import Packer, Packing
 from producer.reader import CsvReader
 
 RUN = "0123456789abcdef0123456789abcdef"
@@ -52,7 +52,7 @@ def _pack(
         columns=columns,
         source=SOURCE,
         budget=budget,
-        compression=compression,
+        packing=Packing(compression=compression),
     )
     out: list[EncodedMessage] = []
     for rows, lines, rejects in chunks:
@@ -255,7 +255,7 @@ def test_row_and_reject_that_overflow_together_are_split_apart() -> None:
     rng = random.Random(7)
     budget = 8 * 1024
     packer = Packer(
-        run_id=RUN, table="t", columns=["a"], source=SOURCE, budget=budget, compression="zstd"
+        run_id=RUN, table="t", columns=["a"], source=SOURCE, budget=budget, packing=Packing()
     )
     msgs = list(packer.add([["x" * 3000]] * 20, list(range(2, 22)), []))
     msgs += list(packer.finish())
@@ -284,8 +284,7 @@ def test_with_the_claim_check_an_oversized_row_is_a_message_of_its_own() -> None
             columns=["a"],
             source=SOURCE,
             budget=budget,
-            compression="zstd",
-            claim_check=claim,
+            packing=Packing(claim_check=claim),
         )
         msgs = [*packer.add(rows, [2, 3, 4], []), *packer.finish()]
         assert [m.seq for m in msgs] == list(range(len(msgs)))
@@ -351,8 +350,7 @@ def test_on_duplicate_is_carried_by_every_message() -> None:
             columns=["a", "b"],
             source="s.csv",
             budget=4096,
-            compression="none",
-            on_duplicate=mode,
+            packing=Packing(compression="none", on_duplicate=mode),
         )
         messages = [*packer.add(rows, list(range(2, 502)), []), *packer.finish()]
         assert len(messages) > 1
