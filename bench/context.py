@@ -26,7 +26,7 @@ from bench import ROOT
 from bench.datasets import Dataset, create_trips_table, observations_dataset, trips_dataset
 from bench.measure import self_cpu_s
 from bench.options import Options
-from bench.procs import Child
+from bench.procs import Child, Usage
 from bench.progress import log
 from cli.datagen import create_example_table
 from headrace.db import create_engine, database_url, migrate
@@ -113,6 +113,27 @@ class Context:
     async def delete_queue(self, url: str) -> None:
         async with sqs_client(self.settings) as client:
             await client.delete_queue(QueueUrl=url)
+
+    async def produce_alone(
+        self, name: str, path: Path, extra: Sequence[str], timeout_s: float
+    ) -> tuple[dict[str, Any], Usage]:
+        """`headrace produce PATH --table observations EXTRA…` alone on a queue of its own:
+        its JSON report and its process usage (it must exit 0)."""
+        await self.truncate()
+        url = await self.new_queue(f"bench-{name}")
+        env = {**self.env, "HEADRACE_QUEUE_URL": url}
+        args = ["-m", "cli", "produce", str(path), "--table", TABLE, *extra]
+        producer = self.child(f"producer-{name}", args, env)
+        try:
+            usage = await producer.wait(timeout_s)
+        finally:
+            if producer.running:
+                producer.kill()
+        if usage.exit_code != 0:
+            raise RuntimeError(f"producer ({name}) exited {usage.exit_code}:\n{producer.tail()}")
+        report: dict[str, Any] = json.loads(producer.stdout_path.read_text())
+        await self.delete_queue(url)
+        return report, usage
 
     def child(self, name: str, args: Sequence[str], env: dict[str, str]) -> Child:
         return Child(

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import json
-
-from bench.context import TABLE, Context
+from bench.context import Context
 from bench.progress import log
 
 __all__ = ["stage_producer_big"]
@@ -24,21 +22,7 @@ async def stage_producer_big(ctx: Context) -> None:
         for _ in range(k):
             out.write(body)
     del body
-    await ctx.truncate()
-    url = await ctx.new_queue("bench-big")
-    env = {**ctx.env, "HEADRACE_QUEUE_URL": url}
-    producer = ctx.child(
-        f"producer-{k}x", ["-m", "cli", "produce", str(big), "--table", TABLE], env
-    )
-    try:
-        usage = await producer.wait(ctx.opts.stage_timeout_s * k)
-    finally:
-        if producer.running:
-            producer.kill()
-    if usage.exit_code != 0:
-        raise RuntimeError(f"producer ({k}x) exited {usage.exit_code}:\n{producer.tail()}")
-    report = json.loads(producer.stdout_path.read_text())
-    await ctx.delete_queue(url)
+    report, usage = await ctx.produce_alone(f"{k}x", big, (), ctx.opts.stage_timeout_s * k)
     big.unlink()
     await ctx.truncate()
     rows = ctx.opts.rows * k

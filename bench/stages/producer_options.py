@@ -6,12 +6,11 @@ so every variant must send and reject the same rows; CPU-s per 1M rows are compa
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.context import TABLE, Context
+from bench.context import Context
 from bench.progress import log
 
 __all__ = ["VARIANTS", "stage_producer_options"]
@@ -74,24 +73,6 @@ def _rewrite(src: Path, dst: Path, rewrite: Callable[[Row], Row], delimiter: str
         writer.writerows(rewrite(row) for row in reader)
 
 
-async def _produce(ctx: Context, name: str, path: Path, options: tuple[str, ...]) -> dict[str, Any]:
-    await ctx.truncate()
-    url = await ctx.new_queue(f"bench-{name.replace('_', '-')}")
-    env = {**ctx.env, "HEADRACE_QUEUE_URL": url}
-    args = ["-m", "cli", "produce", str(path), "--table", TABLE, *options]
-    producer = ctx.child(f"producer-{name}", args, env)
-    try:
-        usage = await producer.wait(ctx.opts.stage_timeout_s)
-    finally:
-        if producer.running:
-            producer.kill()
-    if usage.exit_code != 0:
-        raise RuntimeError(f"producer ({name}) exited {usage.exit_code}:\n{producer.tail()}")
-    report = json.loads(producer.stdout_path.read_text())
-    await ctx.delete_queue(url)
-    return {"report": report, "producer": usage.as_dict(), "seconds": round(usage.wall_s, 3)}
-
-
 async def stage_producer_options(ctx: Context) -> None:
     out: dict[str, Any] = {}
     for name, (label, rewrite, delimiter, options) in VARIANTS.items():
@@ -99,10 +80,11 @@ async def stage_producer_options(ctx: Context) -> None:
         if rewrite is not None:  # not timed
             path = ctx.work / f"observations-{name}.csv"
             _rewrite(ctx.csv_path, path, rewrite, delimiter)
-        run = await _produce(ctx, name, path, options)
+        tag = name.replace("_", "-")
+        report, usage = await ctx.produce_alone(tag, path, options, ctx.opts.stage_timeout_s)
         if rewrite is not None:
             path.unlink()
-        report = run.pop("report")
+        run: dict[str, Any] = {"producer": usage.as_dict(), "seconds": round(usage.wall_s, 3)}
         run.update(
             label=label,
             options=list(options),
