@@ -6,6 +6,7 @@ actions are ``crash`` (SIGKILL of the own process: no cleanup, like a lost task)
 exists: a test holds the process at that point until it has seen what it needs). An optional
 ``@N`` after the action fires only on the N-th hit (``worker.after_commit:crash@3``). The
 variable is read once, at the first hit; when it is unset a hit is one dictionary lookup.
+A point that fires logs ``failpoint_hit`` first, so a test can wait until the process is there.
 
 Points: ``producer.after_send`` (sent, checkpoint not yet saved), ``worker.before_receive``
 (a poller about to receive), ``worker.before_commit`` (rows inserted, transaction open),
@@ -20,9 +21,13 @@ import os
 import signal
 from dataclasses import dataclass
 
+import structlog
+
 __all__ = ["hit", "hits", "reset"]
 
 ENV = "HEADRACE_FAILPOINT"
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -70,6 +75,7 @@ async def hit(name: str) -> None:
     point.hits += 1
     if point.on_hit and point.hits != point.on_hit:
         return
+    log.warning("failpoint_hit", point=name, action=point.action, hits=point.hits)
     if point.action == "crash":
         os.kill(os.getpid(), signal.SIGKILL)
     elif point.action == "sleep":
