@@ -47,6 +47,7 @@ __all__ = [
     "VERSION",
     "EncodedMessage",
     "Envelope",
+    "JsonParts",
     "assemble",
     "decode",
     "encode",
@@ -103,7 +104,7 @@ class Envelope:
         """An envelope of row-major ``rows`` (tests and tools), sized as :func:`encode` would."""
         data = [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in columns]
         env = cls(run_id, seq, table, tuple(columns), source, data, list(lines), list(rejects))
-        env.raw_bytes = len(assemble(b"{", env.data, env.lines, env.rejects))
+        env.raw_bytes = sum(map(len, assemble(b"{", env.data, env.lines, env.rejects)))
         return env
 
     @property
@@ -200,40 +201,52 @@ def header(env_meta: dict[str, Any]) -> bytes:
     return orjson.dumps(env_meta)[:-1]  # without the closing brace
 
 
+class JsonParts(tuple[bytes, ...]):
+    """JSON already encoded, in pieces that concatenate to it (the packer's columns)."""
+
+
 def assemble(
     meta: bytes,
-    data: Sequence[Sequence[str | None]] | bytes,
+    data: Sequence[Sequence[str | None]] | JsonParts,
     lines: Sequence[int],
     rejects: Sequence[Reject],
-) -> bytes:
+) -> list[bytes]:
+    """The body's JSON as pieces: :func:`seal` compresses them as a stream, so the whole
+    body (megabytes for a full message) is never copied into one buffer on that path."""
     rej = orjson.dumps([[r.line, r.raw, r.reason] for r in rejects])
-    return b"".join(
-        (
-            meta,
-            b',"lines":',
-            orjson.dumps(_runs(lines)),
-            b',"rej":',
-            rej,
-            b',"n":',
-            str(len(lines)).encode(),
-            b',"data":',
-            data if isinstance(data, bytes) else orjson.dumps(data),
-            b"}",
-        )
-    )
+    return [
+        meta,
+        b',"lines":',
+        orjson.dumps(_runs(lines)),
+        b',"rej":',
+        rej,
+        b',"n":',
+        str(len(lines)).encode(),
+        b',"data":',
+        *(data if isinstance(data, JsonParts) else (orjson.dumps(data),)),
+        b"}",
+    ]
 
 
 def seal(
-    seq: int, raw: bytes, rows: int, rejects: int, compress: zstandard.ZstdCompressor | None
+    seq: int,
+    raw: Sequence[bytes],
+    rows: int,
+    rejects: int,
+    compress: zstandard.ZstdCompressor | None,
 ) -> EncodedMessage:
-    text = raw.decode("utf-8", "surrogatepass") if compress is None else ""
+    """Encode the body ``raw`` (pieces, :func:`assemble`) as plain JSON or zstd + base64."""
+    raw_bytes = sum(map(len, raw))
+    text = b"".join(raw).decode("utf-8", "surrogatepass") if compress is None else ""
     if compress is None and not _SQS_FORBIDDEN.search(text):
         enc, body = "json", text
     else:
-        compressor = compress or zstandard.ZstdCompressor(level=3)
-        enc, body = "zstd+b64", base64.b64encode(compressor.compress(raw)).decode("ascii")
+        stream = (compress or zstandard.ZstdCompressor(level=3)).compressobj(size=raw_bytes)
+        frame = [stream.compress(piece) for piece in raw]
+        frame.append(stream.flush())
+        enc, body = "zstd+b64", base64.b64encode(b"".join(frame)).decode("ascii")
     size = len(body.encode("utf-8")) if enc == "json" else len(body)
-    return EncodedMessage(seq, body, enc, size + ATTRIBUTE_RESERVE_BYTES, rows, rejects, len(raw))
+    return EncodedMessage(seq, body, enc, size + ATTRIBUTE_RESERVE_BYTES, rows, rejects, raw_bytes)
 
 
 def encode(env: Envelope, *, compress: zstandard.ZstdCompressor | None = None) -> EncodedMessage:

@@ -16,6 +16,7 @@ from headrace.envelope import (
     ATTRIBUTE_RESERVE_BYTES,
     VERSION,
     EncodedMessage,
+    JsonParts,
     assemble,
     header,
     seal,
@@ -215,14 +216,14 @@ class Packer:
 
     def _flush(self) -> Iterator[EncodedMessage]:
         lines, rejects = self._lines, self._rejects
-        encoded = b"[" + b",".join(b"[" + b",".join(p) + b"]" for p in self._pieces) + b"]"
+        data = _data_json(self._pieces)
         self._lines, self._rejects, self._size = [], [], 0
         self._pieces = [[] for _ in range(self._width)]
-        yield from self._encode(encoded, lines, rejects)
+        yield from self._encode(data, lines, rejects)
 
     def _encode(
         self,
-        data: list[list[str | None]] | bytes,
+        data: list[list[str | None]] | JsonParts,
         lines: list[int],
         rejects: list[Reject],
         *,
@@ -233,7 +234,9 @@ class Packer:
         msg = seal(self._seq, raw, len(lines), len(rejects), self._compressor)
         if msg.size > self.budget and len(lines) + len(rejects) > 1:
             # Rare: over budget after compression. Split the values (decoded again if needed).
-            values: list[list[str | None]] = orjson.loads(data) if isinstance(data, bytes) else data
+            values: list[list[str | None]] = (
+                orjson.loads(b"".join(data)) if isinstance(data, JsonParts) else data
+            )
             half_p, half_r = len(lines) // 2, len(rejects) // 2
             if half_p == half_r == 0:  # one row and one reject: split them apart
                 half_r = 1
@@ -246,3 +249,17 @@ class Packer:
             self._ratio = max(0.75, msg.raw_bytes / max(1, msg.size))
         self._seq += 1
         yield msg
+
+
+def _data_json(columns: Sequence[Sequence[bytes]]) -> JsonParts:
+    """The ``data`` array (a list of columns) from each column's encoded slices, in pieces."""
+    parts = [b"["]
+    for k, pieces in enumerate(columns):
+        parts.append(b",[" if k else b"[")
+        for m, piece in enumerate(pieces):
+            if m:
+                parts.append(b",")
+            parts.append(piece)
+        parts.append(b"]")
+    parts.append(b"]")
+    return JsonParts(parts)
