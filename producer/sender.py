@@ -46,7 +46,12 @@ class Sender:
         self._on_retry = on_retry
         self._backoff = backoff or Backoff(base_s=0.2, cap_s=20.0, attempts=10)
         self._call_backoff = call_backoff or Backoff(base_s=1.0, cap_s=20.0, attempts=10)
-        self._pending: asyncio.Queue[EncodedMessage | None] = asyncio.Queue(maxsize=concurrency)
+        # Waiting messages are bounded by bytes, not by count: one call's worth (so small
+        # messages still fill a batch of 10) and never more than one full-size message, whose
+        # body is megabytes of memory while it waits.
+        self._pending: asyncio.Queue[EncodedMessage | None] = asyncio.Queue()
+        self._queued_bytes = 0
+        self._room = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         self._concurrency = concurrency
         self._failure: BaseException | None = None
@@ -67,12 +72,29 @@ class Sender:
         """Queue a message (waits while the senders are busy: backpressure on the reader)."""
         if self._failure is not None:
             raise self._failure
-        await self._pending.put(message)
+        async with self._room:
+            await self._room.wait_for(lambda: self._fits(message.size))
+            if self._failure is not None:
+                raise self._failure
+            self._queued_bytes += message.size
+            self._pending.put_nowait(message)
+
+    def _fits(self, size: int) -> bool:
+        return (
+            self._failure is not None
+            or self._queued_bytes == 0
+            or self._queued_bytes + size <= self._max_batch_bytes
+        )
+
+    async def _taken(self, messages: list[EncodedMessage]) -> None:
+        async with self._room:
+            self._queued_bytes -= sum(m.size for m in messages)
+            self._room.notify_all()
 
     async def close(self) -> None:
         """Send everything queued, then stop; raises the first sending failure."""
         for _ in self._tasks:
-            await self._pending.put(None)
+            self._pending.put_nowait(None)
         await asyncio.gather(*self._tasks)
         if self._failure is not None:
             raise self._failure
@@ -82,8 +104,6 @@ class Sender:
             first = await self._pending.get()
             if first is None:
                 return
-            if self._failure is not None:
-                continue  # drain, so a reader blocked in submit() wakes up and sees the failure
             batch = [first]
             size = first.size
             while len(batch) < MAX_BATCH_ENTRIES and not self._pending.empty():
@@ -92,11 +112,16 @@ class Sender:
                     break
                 batch.append(self._pending.get_nowait())  # type: ignore[arg-type]
                 size += nxt.size
+            await self._taken(batch)  # room for the next message while this batch is sent
+            if self._failure is not None:
+                continue  # drain, so a reader blocked in submit() wakes up and sees the failure
             try:
                 await self._send(batch)
             except Exception as exc:
                 log.error("send_failed", error=repr(exc)[:500])
                 self._failure = self._failure or exc
+                async with self._room:  # a reader waiting for room sees the failure
+                    self._room.notify_all()
 
     async def _send(self, batch: list[EncodedMessage]) -> None:
         """Send until every message is confirmed; retry what failed, stop on a sender fault."""
