@@ -22,6 +22,7 @@ from headrace.settings import Settings, signing_key
 from headrace.sqs import Queue, open_queue
 from producer.checkpoint import Checkpoint
 from producer.claimcheck import ClaimCheck, open_claim_check
+from producer.memory import map_big_buffers
 from producer.packer import Packer, Packing
 from producer.reader import CsvReader, open_reader, read_chunks
 from producer.sender import Sender
@@ -201,6 +202,7 @@ async def _produce(
     report.source_bytes = source.size
     report.metrics.progress.labels(table).set(0)
     p = settings.producer
+    map_big_buffers()  # peak RSS stays flat (producer.memory)
     engine = create_engine(settings, pool_size=1)
     try:
         async with (
@@ -310,35 +312,28 @@ class _Run:
     stop: asyncio.Event
     claims: ClaimCheck | None = None  # rows bigger than a message go to S3 behind a pointer
 
-    async def pump(self, reader: CsvReader, *, threaded: bool, budget: int) -> None:
-        """Read, type, pack and send every row; save the checkpoint as sends are confirmed."""
-        settings, queue, schema, specs = self.settings, self.queue, self.schema, self.specs
-        checkpoint, report = self.checkpoint, self.report
-        p = settings.producer
-        packer = Packer(
-            run_id=checkpoint.run_id,
-            table=schema.name,
-            columns=[s.name for s in specs],
-            source=reader.source,
+    def _packer(self, source: str, budget: int) -> Packer:
+        p = self.settings.producer
+        return Packer(
+            run_id=self.checkpoint.run_id,
+            table=self.schema.name,
+            columns=[s.name for s in self.specs],
+            source=source,
             budget=budget,
             packing=Packing(
                 compression=p.compression,
                 zstd_level=p.zstd_level,
-                max_row_chars=_max_row_chars(specs),
+                max_row_chars=_max_row_chars(self.specs),
                 on_duplicate=p.on_duplicate,
                 claim_check=self.claims is not None,
             ),
         )
 
-        m, table = report.metrics, schema.name
-        rows_read, rows_sent, rows_rejected = (
-            m.rows.labels(table, outcome) for outcome in ("read", "sent", "rejected")
-        )
-        messages_sent, bytes_sent = m.messages.labels(table), m.bytes.labels(table, "sent")
-        bytes_read, progress = m.bytes.labels(table, "read"), m.progress.labels(table)
-        # What this run has counted so far (rows read, rows rejected, source bytes): kept
-        # here too, so the per-chunk step needs no walk over the registry.
-        counted = {"rows": 0, "rejected": 0, "bytes": 0}
+    def _sender(self, budget: int) -> Sender:
+        """The sender, confirming each sent message to the checkpoint and the metrics."""
+        checkpoint, m, table = self.checkpoint, self.report.metrics, self.schema.name
+        rows_sent, messages_sent = m.rows.labels(table, "sent"), m.messages.labels(table)
+        bytes_sent = m.bytes.labels(table, "sent")
 
         def on_sent(message: EncodedMessage) -> None:
             checkpoint.mark_sent(message.seq, message.row_count)
@@ -346,14 +341,29 @@ class _Run:
             rows_sent.inc(message.row_count)
             bytes_sent.inc(message.size)
 
-        sender = Sender(
-            queue,
-            concurrency=p.concurrency,
+        return Sender(
+            self.queue,
+            concurrency=self.settings.producer.concurrency,
             max_batch_bytes=budget,
             on_sent=on_sent,
             on_retry=m.send_retries.labels(table).inc,
-            signing_key=signing_key(settings),
+            signing_key=signing_key(self.settings),
         )
+
+    async def pump(self, reader: CsvReader, *, threaded: bool, budget: int) -> None:
+        """Read, type, pack and send every row; save the checkpoint as sends are confirmed."""
+        settings, schema, specs = self.settings, self.schema, self.specs
+        checkpoint, report = self.checkpoint, self.report
+        p = settings.producer
+        packer = self._packer(reader.source, budget)
+
+        m, table = report.metrics, schema.name
+        rows_read, rows_rejected = (m.rows.labels(table, o) for o in ("read", "rejected"))
+        bytes_read, progress = m.bytes.labels(table, "read"), m.progress.labels(table)
+        # What this run has counted so far (rows read, rows rejected, source bytes): kept
+        # here too, so the per-chunk step needs no walk over the registry.
+        counted = {"rows": 0, "rejected": 0, "bytes": 0}
+        sender = self._sender(budget)
 
         async def dispatch(message: EncodedMessage) -> None:
             report.total_messages = message.seq + 1
