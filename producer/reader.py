@@ -18,8 +18,9 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import accumulate, islice
 from typing import BinaryIO
 
 from headrace.csvformat import CsvFormat
@@ -57,6 +58,14 @@ def _count_and_mark(exc: UnicodeError) -> tuple[str, int]:
 
 codecs.register_error("headrace-count", _count_and_escape)
 codecs.register_error("headrace-mark", _count_and_mark)
+
+
+_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _lines_of(row: list[str]) -> int:
+    """The physical lines a parsed row took: one, plus the line breaks kept in its fields."""
+    return 1 + sum(len(_BREAK.findall(field)) for field in row if "\n" in field or "\r" in field)
 
 
 @dataclass
@@ -157,27 +166,14 @@ class CsvReader:
         return self._position() if self._position is not None else 0
 
     def chunks(self) -> Iterator[Chunk]:
-        reader = self._reader
         size = self._chunk_rows
         while True:
             errors_before = _decode_errors[0]
             rows: list[list[str]] = []
             lines: list[int] = []
-            start = reader.line_num + 1
-            exhausted = True
-            try:
-                for row in reader:
-                    if row:  # a blank line is not a row
-                        rows.append(row)
-                        lines.append(start)
-                    start = reader.line_num + 1
-                    if len(rows) >= size:
-                        exhausted = False
-                        break
-            except csv.Error as exc:
-                raise InputError(
-                    f"cannot parse CSV: {exc}", source=self.source, line=start + self._offset
-                ) from None
+            exhausted = False
+            while len(rows) < size and not exhausted:  # blank lines are not rows
+                exhausted = self._take(size - len(rows), rows, lines)
             if self._offset:
                 lines = [line + self._offset for line in lines]
             rejects: list[Reject] = []
@@ -190,6 +186,36 @@ class CsvReader:
                 yield Chunk(rows, lines, rejects)
             if exhausted:
                 return
+
+    def _take(self, count: int, rows: list[list[str]], lines: list[int]) -> bool:
+        """Parse up to ``count`` rows (blank lines included) onto ``rows`` and the lines they
+        start on onto ``lines``, leaving out blank lines; whether the file ended.
+
+        The rows are taken by the C parser in one call. When they used as many lines as they
+        are rows, each is one line; otherwise a row's lines are 1 + the line breaks in its
+        fields (quoted fields keep theirs: ``\r\n``, ``\r`` or ``\n`` is one each)."""
+        reader = self._reader
+        before = reader.line_num
+        batch: list[list[str]] = []
+        try:
+            batch.extend(islice(reader, count))  # keeps the rows parsed before an error
+        except csv.Error as exc:
+            start = before + 1 + sum(map(_lines_of, batch))
+            raise InputError(
+                f"cannot parse CSV: {exc}", source=self.source, line=start + self._offset
+            ) from None
+        if reader.line_num - before == len(batch):
+            starts: Iterable[int] = range(before + 1, before + 1 + len(batch))
+        else:
+            starts = accumulate(map(_lines_of, batch[:-1]), initial=before + 1)
+        if [] in batch:
+            kept = [(row, line) for row, line in zip(batch, starts, strict=True) if row]
+            rows.extend(row for row, _ in kept)
+            lines.extend(line for _, line in kept)
+        else:
+            rows.extend(batch)
+            lines.extend(starts)
+        return len(batch) < count
 
     @staticmethod
     def _split_undecodable(
