@@ -19,6 +19,7 @@ import io
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -258,7 +259,7 @@ class TableSchema:
         ``layout.keep`` are the specs' columns."""
         width = len(specs) if layout is None else layout.width
         rejects: list[Reject] = []
-        if any(len(r) != width for r in rows):
+        if rows and not (len(rows[0]) == width and len(set(map(len, rows))) == 1):
             keep_rows: list[list[str]] = []
             keep_lines: list[int] = []
             for row, line in zip(rows, lines, strict=True):
@@ -272,9 +273,10 @@ class TableSchema:
             rows, lines = keep_rows, keep_lines
         if not rows:
             return ValidatedChunk([[] for _ in specs], [], rejects)
-        raw_cols: list[tuple[str, ...]] = list(zip(*rows, strict=True))
-        if layout is not None:
-            raw_cols = [raw_cols[i] for i in layout.keep]
+        # Column by column: one C-level pass over the rows per column (about half the time
+        # of zip(*rows) on 4096-row chunks), and ignored columns are never copied.
+        keep = range(width) if layout is None else layout.keep
+        raw_cols = [list(map(itemgetter(i), rows)) for i in keep]
         bad: dict[int, str] = {}
         columns = [
             check_column(spec, ci, col, 0, bad)
