@@ -211,8 +211,8 @@ def assemble(
     lines: Sequence[int],
     rejects: Sequence[Reject],
 ) -> list[bytes]:
-    """The body's JSON as pieces: :func:`seal` compresses them as a stream, so the whole
-    body (megabytes for a full message) is never copied into one buffer on that path."""
+    """The body's JSON as pieces (:func:`seal` joins them once: a full message is megabytes,
+    and joining the packer's column slices here and again in the body would copy it twice)."""
     rej = orjson.dumps([[r.line, r.raw, r.reason] for r in rejects])
     return [
         meta,
@@ -235,18 +235,24 @@ def seal(
     rejects: int,
     compress: zstandard.ZstdCompressor | None,
 ) -> EncodedMessage:
-    """Encode the body ``raw`` (pieces, :func:`assemble`) as plain JSON or zstd + base64."""
-    raw_bytes = sum(map(len, raw))
-    text = b"".join(raw).decode("utf-8", "surrogatepass") if compress is None else ""
+    """Encode the body ``raw`` (pieces, :func:`assemble`) as plain JSON or zstd + base64.
+
+    One-shot compression of the joined body, on purpose: the packer cuts messages by the
+    previous one's compression ratio, so the compressed sizes must not change between
+    versions, or a run resumed by a newer producer would pack other rows under the same
+    sequence numbers (streaming the pieces through a compressor gives other sizes above
+    ~2 MB)."""
+    body_bytes = b"".join(raw)
+    text = body_bytes.decode("utf-8", "surrogatepass") if compress is None else ""
     if compress is None and not _SQS_FORBIDDEN.search(text):
         enc, body = "json", text
     else:
-        stream = (compress or zstandard.ZstdCompressor(level=3)).compressobj(size=raw_bytes)
-        frame = [stream.compress(piece) for piece in raw]
-        frame.append(stream.flush())
-        enc, body = "zstd+b64", base64.b64encode(b"".join(frame)).decode("ascii")
+        compressor = compress or zstandard.ZstdCompressor(level=3)
+        enc, body = "zstd+b64", base64.b64encode(compressor.compress(body_bytes)).decode("ascii")
     size = len(body.encode("utf-8")) if enc == "json" else len(body)
-    return EncodedMessage(seq, body, enc, size + ATTRIBUTE_RESERVE_BYTES, rows, rejects, raw_bytes)
+    return EncodedMessage(
+        seq, body, enc, size + ATTRIBUTE_RESERVE_BYTES, rows, rejects, len(body_bytes)
+    )
 
 
 def encode(env: Envelope, *, compress: zstandard.ZstdCompressor | None = None) -> EncodedMessage:
