@@ -47,7 +47,7 @@ from headrace.settings import InsertPath
 from headrace.tables import ingest_ledger, rejected_rows
 from worker.sqltext import RowTexts
 
-__all__ = ["BatchResult", "Sink"]
+__all__ = ["BatchResult", "Sink", "compile_insert", "refused_reason"]
 
 log = structlog.get_logger("worker.sink")
 
@@ -127,10 +127,7 @@ class Sink:
         key = (schema.name, tuple(sorted(columns)), on_duplicate)
         cached = self._sql.get(key)
         if cached is None:
-            schema.specs_for(columns)  # raises SchemaError for a column not in the table
-            stmt = _insert(schema.table, columns, on_duplicate, mysql=self._mysql)
-            compiled = stmt.compile(dialect=self._engine.dialect, column_keys=list(columns))
-            cached = (str(compiled), tuple(compiled.positiontup or ()))
+            cached = compile_insert(schema, columns, on_duplicate, self._engine.dialect)
             self._sql[key] = cached
             if on_duplicate == "skip" and self._mysql:
                 self._counting.add(cached[0])
@@ -381,12 +378,33 @@ class Sink:
             if error is None:
                 continue
             if hi - lo == 1:
-                bad.append((lo, f"database refused the row: {error.orig}"))
+                bad.append((lo, refused_reason(error)))
             else:
                 mid = (lo + hi) // 2
                 stack.append((mid, hi))
                 stack.append((lo, mid))
         return bad
+
+
+def compile_insert(
+    schema: TableSchema, columns: Sequence[str], on_duplicate: str, dialect: sa.Dialect
+) -> tuple[str, tuple[str, ...]]:
+    """The INSERT of ``columns`` into ``schema``'s table in a duplicate mode (envelope
+    ``dup``), compiled for ``dialect``, and the order its placeholders take.
+
+    Identifiers come from the reflected table only: ``specs_for`` refuses any other name
+    (SchemaError). :meth:`Sink.insert_sql` caches these; `headrace rejected replay` uses
+    them too, so a replayed row meets the statement its run's messages met."""
+    schema.specs_for(columns)
+    mysql = dialect.name in ("mysql", "mariadb")
+    stmt = _insert(schema.table, columns, on_duplicate, mysql=mysql)
+    compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
+    return str(compiled), tuple(compiled.positiontup or ())
+
+
+def refused_reason(error: DBAPIError) -> str:
+    """The ``rejected_rows`` reason of a row the database refused."""
+    return f"database refused the row: {error.orig}"
 
 
 _SKIPPED = "@headrace_skipped"

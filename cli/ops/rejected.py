@@ -29,6 +29,7 @@ from headrace.db import ErrorKind, classify_error
 from headrace.errors import HeadraceError
 from headrace.schema import ColumnSpec, TableSchema, ValidatedChunk, reflect_table
 from headrace.tables import ingest_runs, rejected_rows
+from worker.sink import compile_insert, refused_reason
 
 __all__ = [
     "ExportResult",
@@ -119,6 +120,7 @@ class _Run:
     table: str
     columns: list[str]
     fmt: CsvFormat  # how the source was written (null markers, layouts, --map …)
+    on_duplicate: str  # how its rows were written (--on-duplicate)
 
 
 async def _run_record(conn: AsyncConnection, run_id: str) -> _Run:
@@ -139,8 +141,10 @@ async def _run_record(conn: AsyncConnection, run_id: str) -> _Run:
             f"run {rid} was recorded before headrace kept its columns (migration 0002): "
             "its rejected rows have no header to export or replay"
         )
-    fmt = CsvFormat.model_validate((orjson.loads(options) if options else {}).get("csv") or {})
-    return _Run(str(rid), str(source), str(table), list(orjson.loads(columns)), fmt)
+    recorded = orjson.loads(options) if options else {}
+    fmt = CsvFormat.model_validate(recorded.get("csv") or {})
+    on_duplicate = str(recorded.get("on_duplicate", "error"))
+    return _Run(str(rid), str(source), str(table), list(orjson.loads(columns)), fmt, on_duplicate)
 
 
 @dataclass
@@ -232,7 +236,9 @@ async def replay_rejected(
             rejects=from_file.rejects + from_worker.rejects,
         )
         refused = {r.line: r.reason for r in valid.rejects}
-        refused.update(await _insert_each(conn, schema, specs, valid.rows, valid.lines))
+        refused.update(
+            await _insert_each(conn, schema, specs, valid.rows, valid.lines, run.on_duplicate)
+        )
         inserted = [ids[line] for line in lines if line not in refused]
         if inserted:
             await conn.execute(rejected_rows.delete().where(c.id.in_(inserted)))
@@ -257,12 +263,13 @@ async def _insert_each(
     specs: Sequence[ColumnSpec],
     rows: Sequence[Sequence[str | None]],
     lines: Sequence[int],
+    on_duplicate: str,
 ) -> dict[int, str]:
-    """Insert row by row under a savepoint; returns the reason of each row refused."""
+    """Insert row by row under a savepoint, with the statement the run's messages met (its
+    duplicate mode included); returns the reason of each row refused."""
     names = [s.name for s in specs]
-    compiled = sa.insert(schema.table).compile(dialect=conn.dialect, column_keys=names)
-    order = [names.index(n) for n in (compiled.positiontup or ())]
-    sql = str(compiled)
+    sql, placeholders = compile_insert(schema, names, on_duplicate, conn.dialect)
+    order = [names.index(n) for n in placeholders]
     refused: dict[int, str] = {}
     for row, line in zip(rows, lines, strict=True):
         savepoint = await conn.begin_nested()
@@ -272,7 +279,7 @@ async def _insert_each(
             if classify_error(exc) is not ErrorKind.ROW:
                 raise
             await savepoint.rollback()
-            refused[line] = f"database refused the row: {exc.orig}"
+            refused[line] = refused_reason(exc)
         else:
             await savepoint.commit()
     return refused

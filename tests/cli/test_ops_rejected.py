@@ -249,3 +249,43 @@ async def test_replay_types_rows_the_way_the_run_read_its_file(
             ("c", 300, "3.75"),
             ("d", None, "1234.56"),
         ]
+
+
+async def test_replay_writes_rows_the_way_the_run_wrote_them(
+    tmp_path: Path, cli_env: dict[str, str], engine: AsyncEngine
+) -> None:
+    """A run with --on-duplicate update whose updates a CHECK constraint refused: once the
+    constraint is gone, replay updates those rows in place (a plain INSERT would be refused
+    again, as a duplicate of the row the update was for)."""
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "CREATE TABLE prices (id INT AUTO_INCREMENT PRIMARY KEY,"
+            " sku VARCHAR(20) NOT NULL UNIQUE, price DECIMAL(8,2) NOT NULL)"
+        )
+    env = {
+        **cli_env,
+        "HEADRACE_WORKER__TABLES": "*",
+        "HEADRACE_WORKER__ON_DUPLICATE": "error,skip,update",
+    }
+    first = tmp_path / "monday.csv"
+    first.write_text("sku,price\na,1.00\nb,2.00\nc,3.00\n")
+    produce_cli(env, first, "--table", "prices")
+    drain_queue(env, tmp_path / "monday.log")
+    async with engine.begin() as conn:  # prices may not pass 100 any more
+        await conn.exec_driver_sql("ALTER TABLE prices ADD CONSTRAINT cap CHECK (price < 100)")
+    second = tmp_path / "tuesday.csv"
+    second.write_text("sku,price\na,1.50\nb,250.00\nc,300.00\n")
+    report = produce_cli(env, second, "--table", "prices", "--on-duplicate", "update")
+    drain_queue(env, tmp_path / "tuesday.log")
+    refused = await _rejected(engine, report["run_id"])
+    assert sorted(refused) == [3, 4]
+    assert all("cap" in reason for _, reason in refused.values())
+
+    async with engine.begin() as conn:  # the fix: the cap was wrong
+        await conn.exec_driver_sql("ALTER TABLE prices DROP CONSTRAINT cap")
+    result = headrace_json(env, "rejected", "replay", "--run", report["run_id"])
+    assert (result["inserted"], result["still_rejected"]) == (2, 0)
+    assert await _rejected(engine, report["run_id"]) == {}
+    async with engine.connect() as conn:
+        got = await conn.exec_driver_sql("SELECT sku, CAST(price AS CHAR) FROM prices ORDER BY sku")
+        assert [tuple(r) for r in got] == [("a", "1.50"), ("b", "250.00"), ("c", "300.00")]
