@@ -65,7 +65,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix $(PY_PATHS)
 
 test: sysdeps $(STAMP) $(CHECKOV_STAMP) lint
-	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not soak and not bench" tests
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not soak and not bench" --durations=30 tests
 
 # No MariaDB, moto, Prometheus or CLI process: tests/conftest.py marks those `services`.
 unit: $(STAMP)

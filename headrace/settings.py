@@ -100,7 +100,12 @@ class AwsSettings(BaseModel):
 
 
 class ProducerSettings(BaseModel):
-    concurrency: int = Field(8, ge=1, le=128, description="SendMessageBatch calls in flight.")
+    concurrency: int = Field(
+        8,
+        ge=1,
+        le=128,
+        description="SendMessageBatch calls in flight; at most one call's worth of messages waits.",
+    )
     compression: Literal["zstd", "none"] = Field("zstd", description="Message body encoding.")
     zstd_level: int = Field(3, ge=1, le=19, description="zstd level when compressing.")
     max_message_bytes: int | None = Field(
