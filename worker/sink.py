@@ -228,7 +228,9 @@ class Sink:
         for i, env in enumerate(fresh):
             owner.extend((i, k) for k in range(env.row_count))
         raw_bytes = sum(e.raw_bytes for e in fresh) or 1
-        plan = await self._plan(conn, sql, [_arranged(env, order) for env in fresh], raw_bytes)
+        integer = [spec.kind == "int" for spec in schema.specs_for(order)]
+        arranged = [_arranged(env, order) for env in fresh]
+        plan = await self._plan(conn, sql, arranged, raw_bytes, integer)
         result.protocol = plan.protocol
         bad: list[tuple[int, str]] = []
         if owner and await self._try_insert(conn, plan, 0, len(owner), result):
@@ -267,10 +269,12 @@ class Sink:
         sql: str,
         columns: list[list[list[str | None]]],
         raw_bytes: int,
+        integer: Sequence[bool],
     ) -> _Plan:
         """How this batch's rows go to the server: which protocol, statements of what size.
 
-        ``columns`` holds every message's columns in the statement's order.
+        ``columns`` holds every message's columns in the statement's order; ``integer`` says
+        which of them are of an integer type (the text path may send those unquoted).
         """
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
@@ -280,7 +284,7 @@ class Sink:
             for j in range(len(columns[0]))
         ]
         if protocol == "text":
-            return _TextPlan(self, sql, RowTexts(joined))
+            return _TextPlan(self, sql, RowTexts(joined, integer))
         return _BulkPlan(self, sql, joined, protocol, raw_bytes)
 
     def _protocol(self, driver: Any) -> Protocol:

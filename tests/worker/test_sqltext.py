@@ -37,9 +37,28 @@ def test_values_wrap_rows_and_render_nulls_unquoted() -> None:
     assert texts.values(1, 2) == "('2',NULL)"
 
 
-def test_slices_stay_within_the_budget_and_cover_every_row() -> None:
+def test_integer_columns_of_plain_digits_go_unquoted() -> None:
+    texts = RowTexts([["1", "22"], ["a", None], ["007", "8"]], integer=[True, False, True])
+    assert texts.values(0, 2) == "(1,'a',007),(22,NULL,8)"
+    assert RowTexts([["5"]], integer=[True]).values(0, 1) == "(5)"
+    # Digits in a text column stay a string ('007' is not 7 there).
+    assert RowTexts([["007"], ["1"]], integer=[False, True]).values(0, 1) == "('007',1)"
+
+
+@pytest.mark.parametrize(
+    "odd", ["-1", "+1", " 1", "1 ", "", None, "1e3", "0x1F", "1-2", "١٢", "1)", "1,2"]
+)
+def test_anything_but_plain_digits_keeps_an_integer_column_quoted(odd: str | None) -> None:
+    """An unquoted value can only ever be a number: one odd value quotes the whole column."""
+    texts = RowTexts([["1", odd], ["x", "y"]], integer=[True, False])
+    shown = "NULL" if odd is None else "'" + odd.translate(ESCAPES) + "'"
+    assert texts.values(0, 2) == f"('1','x'),({shown},'y')"
+
+
+@pytest.mark.parametrize("integer", [[False, False], [True, False], [False, True], [True, True]])
+def test_slices_stay_within_the_budget_and_cover_every_row(integer: list[bool]) -> None:
     rows = 100
-    texts = RowTexts([[str(i) * (1 + i % 7) for i in range(rows)], ["x"] * rows])
+    texts = RowTexts([[str(i) * (1 + i % 7) for i in range(rows)], ["9"] * rows], integer)
     budget = 60
     got = list(texts.slices(5, rows, budget))
     assert got[0][0] == 5
