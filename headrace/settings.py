@@ -99,6 +99,11 @@ class AwsSettings(BaseModel):
     max_pool_connections: int = Field(32, ge=1, description="HTTP connections to AWS per client.")
 
 
+DEFAULT_CHUNK_ROWS = 4096
+"""Rows per producer chunk by default; the packer cuts messages within chunks, so a run's
+messages depend on it (runs with another value get other run ids)."""
+
+
 class ProducerSettings(BaseModel):
     concurrency: int = Field(
         8,
@@ -114,7 +119,11 @@ class ProducerSettings(BaseModel):
         le=1_048_576,
         description="Cap below the queue's MaximumMessageSize (default: the queue's own value).",
     )
-    chunk_rows: int = Field(4096, ge=1, description="Rows read and validated per step.")
+    chunk_rows: int = Field(
+        DEFAULT_CHUNK_ROWS,
+        ge=1,
+        description="Rows read and validated per step (another value is another run id).",
+    )
     max_field_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Longest CSV field.")
     max_gzip_ratio: float = Field(200.0, gt=1, description="Refuse gzip inflating beyond this.")
     max_decompressed_bytes: int = Field(

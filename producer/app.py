@@ -18,7 +18,7 @@ from headrace.envelope import EncodedMessage
 from headrace.errors import InputError
 from headrace.metrics import ProducerMetrics, ProducerStats
 from headrace.schema import ColumnSpec, Layout, Reject, TableSchema, reflect_table
-from headrace.settings import Settings, signing_key
+from headrace.settings import DEFAULT_CHUNK_ROWS, Settings, signing_key
 from headrace.sqs import Queue, open_queue
 from producer.checkpoint import Checkpoint
 from producer.claimcheck import ClaimCheck, open_claim_check
@@ -130,6 +130,8 @@ def make_run_id(
         parts.append(f"on_duplicate={p.on_duplicate}")
     if p.claim_check_bucket is not None:  # oversized rows become messages: other seqs
         parts.append("claim-check")
+    if p.chunk_rows != DEFAULT_CHUNK_ROWS:  # the packer cuts messages within chunks
+        parts.append(f"chunk_rows={p.chunk_rows}")
     return hashlib.sha256("\x1e".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
