@@ -33,27 +33,41 @@ class LoadedRun:
     duplicate_lines: dict[int, list[str]]  # refused by the database
 
 
-def _source(tmp_path: Path) -> tuple[Path, dict[int, list[str]], dict[int, list[str]]]:
-    """3,000 generated rows (1% out of range) and 5 of them repeated at the end."""
+def _source(tmp_path: Path) -> tuple[Path, dict[int, list[str]], list[tuple[int, int]]]:
+    """3,000 generated rows (1% out of range) and 5 of them repeated at the end: the bad
+    rows by line, and the (first, repeated) lines of each repeated row."""
     data = generate_csv(tmp_path / "drop.csv", ROWS, seed=11, bad_ratio=0.01)
     with data.path.open(newline="") as fh:
         rows = list(csv.reader(fh))[1:]
     bad = {i + 2: r for i, r in enumerate(rows) if int(r[4]) > 32767}
     assert len(bad) == data.bad_rows > 0
-    good = [r for r in rows if int(r[4]) <= 32767][:DUPLICATES]
+    good = [i + 2 for i, r in enumerate(rows) if int(r[4]) <= 32767][:DUPLICATES]
     with data.path.open("a", newline="") as fh:
-        csv.writer(fh, lineterminator="\n").writerows(good)
-    duplicates = {ROWS + 2 + i: r for i, r in enumerate(good)}
-    return data.path, bad, duplicates
+        csv.writer(fh, lineterminator="\n").writerows(rows[line - 2] for line in good)
+    return data.path, bad, [(line, ROWS + 2 + i) for i, line in enumerate(good)]
 
 
 @pytest.fixture
 async def loaded(tmp_path: Path, cli_env: dict[str, str], engine: AsyncEngine) -> LoadedRun:
-    path, bad, duplicates = _source(tmp_path)
+    path, bad, pairs = _source(tmp_path)
     small = {**cli_env, "HEADRACE_PRODUCER__MAX_MESSAGE_BYTES": "32768"}
     report = produce_cli(small, path)
     assert report["total_messages"] >= 3
     drain_queue(cli_env, tmp_path / "worker.log")
+    # Of each repeated row, the copy whose message was applied second is the duplicate: the
+    # queue does not keep the order of messages, so that may be either line of the pair.
+    refused = {
+        line
+        for line, (_, reason) in (await _rejected(engine, report["run_id"])).items()
+        if "Duplicate entry" in reason
+    }
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    duplicates: dict[int, list[str]] = {}
+    for first, repeated in pairs:
+        (line,) = refused & {first, repeated}  # exactly one of the two
+        duplicates[line] = rows[line - 1]
+    assert len(refused) == DUPLICATES
     return LoadedRun(report["run_id"], path, report["total_messages"], bad, duplicates)
 
 
