@@ -32,7 +32,7 @@ class Options:
     stage_timeout_s: float
     py_spy_dir: Path | None = None
     ceiling_runs: int = 2
-    protocols: tuple[str, ...] = ("bulk", "text")
+    protocols: tuple[str, ...] = ("bulk", "text", "load")
     tables: tuple[str, ...] = ("observations", "trips")
     latency_runs: int = 50
 
@@ -79,9 +79,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument(
         "--protocols",
-        default="bulk,text",
-        help="sink and end-to-end paths: bulk (MariaDB COM_STMT_BULK_EXECUTE) and/or text "
-        "(multi-row INSERT text, the MySQL protocol Aurora gets)",
+        default="bulk,text,load",
+        help="sink and end-to-end paths: bulk (MariaDB COM_STMT_BULK_EXECUTE), text "
+        "(multi-row INSERT text, the MySQL protocol Aurora gets by default) and/or load "
+        "(LOAD DATA LOCAL INFILE from memory, MySQL protocol too)",
     )
     parser.add_argument(
         "--tables",
@@ -94,8 +95,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     a = parser.parse_args(argv)
     protocols = tuple(p.strip() for p in a.protocols.split(",") if p.strip())
     tables = tuple(t.strip() for t in a.tables.split(",") if t.strip())
-    if not set(protocols) <= {"bulk", "text"} or not protocols:
-        parser.error("--protocols takes bulk and/or text")
+    if not set(protocols) <= {"bulk", "text", "load"} or not protocols:
+        parser.error("--protocols takes bulk, text and/or load")
     if not set(tables) <= {"observations", "trips"} or "observations" not in tables:
         parser.error("--tables takes observations (always) and trips")
     if a.rows < 100 or a.seed_rows < 10:

@@ -419,6 +419,12 @@ def create_engine(
         "stmt_cache_size": db.stmt_cache_size,
         "charset": "utf8mb4",
     }
+    if db.insert_path == "load":
+        # The server may then ask for "local files": answered from memory only, never disk.
+        from headrace.loadlocal import install
+
+        install()
+        connect_args["local_infile"] = True
     ctx = tls_context(settings, url)
     if ctx is not None:
         connect_args["ssl"] = ctx

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 TlsMode = Literal["disabled", "required", "verify-ca", "verify-identity"]
-InsertPath = Literal["auto", "bulk", "text"]
+InsertPath = Literal["auto", "bulk", "text", "load"]
 
 
 class DatabaseSettings(BaseModel):
@@ -62,7 +62,9 @@ class DatabaseSettings(BaseModel):
     insert_path: InsertPath = Field(
         "auto",
         description="How the worker sends rows: bulk (MariaDB COM_STMT_BULK_EXECUTE), text "
-        "(multi-row INSERT text, the MySQL/Aurora protocol) or auto (bulk where offered).",
+        "(multi-row INSERT text, the MySQL/Aurora protocol), load (LOAD DATA LOCAL INFILE "
+        "from memory, INSERT text for rows it warns about; the server needs local_infile=1) "
+        "or auto (bulk where offered, else text).",
     )
     # The connection in parts (instead of HEADRACE_DATABASE_URL), so ECS can inject the
     # password alone from Secrets Manager. Setting both ways is refused (see Settings).

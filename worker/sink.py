@@ -41,6 +41,8 @@ from headrace.db import (
 )
 from headrace.envelope import Envelope
 from headrace.errors import ConfigError, DatabaseUnavailable, SchemaError
+from headrace.loadlocal import escape_tsv, feeding
+from headrace.loadlocal import install as install_load_local
 from headrace.retry import Backoff
 from headrace.schema import TableSchema, row_text
 from headrace.settings import InsertPath
@@ -58,7 +60,7 @@ PACKET_SHARE = 3
 # Bytes of a text statement's packet kept free below max_allowed_packet (command byte, slack).
 PACKET_HEADROOM = 1024
 
-Protocol = Literal["bulk", "text", "executemany"]
+Protocol = Literal["bulk", "text", "load", "executemany"]
 
 
 @dataclass
@@ -88,6 +90,8 @@ class Sink:
         insert_path: InsertPath = "auto",
     ) -> None:
         self._insert_path = insert_path
+        if insert_path == "load":
+            install_load_local()  # with the engine's local_infile (headrace.db.create_engine)
         self._engine = engine
         self._max_statement_bytes = max_statement_bytes
         self._timeout_s = statement_timeout_s
@@ -231,6 +235,11 @@ class Sink:
         integer = [spec.kind == "int" for spec in schema.specs_for(order)]
         arranged = [_arranged(env, order) for env in fresh]
         plan = await self._plan(conn, sql, arranged, raw_bytes, integer)
+        if isinstance(plan, _LoadPlan):
+            if fresh[0].on_duplicate == "error":
+                plan.sql = self._load_sql(schema, order)
+            else:  # LOAD DATA has no ON DUPLICATE KEY UPDATE
+                plan = plan.text
         result.protocol = plan.protocol
         bad: list[tuple[int, str]] = []
         if owner and await self._try_insert(conn, plan, 0, len(owner), result):
@@ -285,7 +294,20 @@ class Sink:
         ]
         if protocol == "text":
             return _TextPlan(self, sql, RowTexts(joined, integer))
+        if protocol == "load":
+            return _LoadPlan(self, _TextPlan(self, sql, RowTexts(joined, integer)), joined)
         return _BulkPlan(self, sql, joined, protocol, raw_bytes)
+
+    def _load_sql(self, schema: TableSchema, columns: Sequence[str]) -> str:
+        """``LOAD DATA LOCAL INFILE`` of ``columns`` (names from the reflected table only)."""
+        quote = self._engine.dialect.identifier_preparer.quote
+        schema.specs_for(columns)  # raises SchemaError for a column not in the table
+        names = ", ".join(quote(c) for c in columns)
+        return (
+            f"LOAD DATA LOCAL INFILE 'headrace' INTO TABLE {quote(schema.name)} "
+            "CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' "
+            f"LINES TERMINATED BY '\\n' ({names})"
+        )
 
     def _protocol(self, driver: Any) -> Protocol:
         """``bulk`` (MariaDB COM_STMT_BULK_EXECUTE), ``text`` (multi-row INSERT text) or
@@ -293,6 +315,8 @@ class Sink:
         """
         if not self._mysql:
             return "executemany"
+        if self._insert_path == "load":
+            return "load"
         bulk = bool(getattr(driver, "_bulk_supported", False)) and (
             int(getattr(driver, "_stmt_cache_size", 0)) > 0
         )
@@ -550,6 +574,43 @@ class _TextPlan(_Plan):
             await self._sink.execute_driver(conn, sql, None)
             n += 1
         return n
+
+
+class _LoadPlan(_Plan):
+    """Rows as one ``LOAD DATA LOCAL INFILE`` from memory (:mod:`headrace.loadlocal`) under a
+    savepoint. The server reports a bad value or a duplicate key as a warning there, so a load
+    with any warning is rolled back and its rows go as INSERT text, which refuses them exactly
+    as the other paths do (and the sink's bisection narrows them down as usual)."""
+
+    protocol: Protocol = "load"
+
+    def __init__(self, sink: Sink, text: _TextPlan, columns: Sequence[Sequence[str | None]]):
+        self._sink, self.text = sink, text
+        self.sql = ""  # set by the sink: the LOAD statement for this table and columns
+        escaped = [escape_tsv(col) for col in columns]
+        self._lines: list[str] = list(map("\t".join, zip(*escaped, strict=True)))
+
+    def slices(self, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        return self.text.slices(lo, hi)
+
+    async def insert(self, conn: AsyncConnection, lo: int, hi: int) -> int:
+        data = ("\n".join(self._lines[lo:hi]) + "\n").encode("utf-8", "surrogateescape")
+        raw = await conn.get_raw_connection()
+        savepoint = await conn.begin_nested()
+        try:
+            packet = self._sink.packet_limit - PACKET_HEADROOM
+            with feeding(raw.driver_connection, data, packet):
+                await self._sink.execute_driver(conn, self.sql, None)
+            warned = (await conn.exec_driver_sql("SELECT @@warning_count")).scalar_one()
+        except DBAPIError as exc:
+            if classify_error(exc) is not ErrorKind.ROW:
+                raise
+            warned = 1
+        if warned:
+            await savepoint.rollback()
+            return await self.text.insert(conn, lo, hi)
+        await savepoint.commit()
+        return 1
 
 
 def _split_values(sql: str) -> tuple[str, str]:

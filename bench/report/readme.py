@@ -66,7 +66,8 @@ def _resources(results: dict[str, Any]) -> list[str]:
     rows = int(results["meta"]["rows"])
     lines = []
     for key, run in results.items():
-        if not (key == "e2e" or key.endswith((".e2e", "e2e_text"))) or not isinstance(run, dict):
+        stage = key.rsplit(".", 1)[-1]
+        if not (stage == "e2e" or stage.startswith("e2e_")) or not isinstance(run, dict):
             continue
         for n, r in run.items():
             producer = r["producer"]

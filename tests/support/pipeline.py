@@ -53,11 +53,12 @@ async def prepare_database(url: str) -> None:
         await engine.dispose()
 
 
-#: Run a test once per way the sink sends rows: MariaDB's bulk protocol and the multi-row
-#: INSERT text Aurora MySQL gets, when it uses the ``insert_path`` fixture (directly or via
+#: Run a test once per way the sink sends rows: MariaDB's bulk protocol, the multi-row
+#: INSERT text Aurora MySQL gets by default, and LOAD DATA LOCAL from memory (with INSERT
+#: text for what it warns about), when it uses the ``insert_path`` fixture (directly or via
 #: ``settings``); tests/conftest.py's ``pytest_generate_tests`` does the parametrising.
 BOTH_INSERT_PATHS = pytest.mark.both_insert_paths
-INSERT_PATHS = ("bulk", "text")
+INSERT_PATHS = ("bulk", "text", "load")
 
 
 def cli_env_for(settings: Settings, **extra: str) -> dict[str, str]:

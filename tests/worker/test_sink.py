@@ -71,7 +71,8 @@ async def test_batch_applies_once_and_redelivery_is_a_no_op(
     first = await sink.write(schema, envs)  # type: ignore[arg-type]
     assert first.rows_inserted == 250
     assert first.applied == {(RUN, 0), (RUN, 1)}
-    assert first.statements > 1  # 4 KiB statements: the batch was split
+    # 4 KiB statements: the batch was split; a load streams the batch as one statement.
+    assert first.statements == 1 if insert_path == "load" else first.statements > 1
     again = await sink.write(schema, envs)  # type: ignore[arg-type]
     assert again.rows_inserted == 0
     assert again.duplicates == {(RUN, 0), (RUN, 1)}
@@ -166,7 +167,7 @@ async def test_messages_with_columns_in_any_order_share_one_batch(
 async def _status(conn: object) -> dict[str, int]:
     """This session's statement counters (MariaDB and MySQL both keep them)."""
     rows = await conn.exec_driver_sql(  # type: ignore[attr-defined]
-        "SHOW SESSION STATUS WHERE Variable_name IN ('Com_stmt_execute', 'Com_insert')"
+        "SHOW SESSION STATUS WHERE Variable_name IN ('Com_stmt_execute', 'Com_insert', 'Com_load')"
     )
     return {str(name): int(value) for name, value in rows}
 
@@ -177,7 +178,8 @@ async def test_the_server_sees_the_protocol_the_path_names(
     """Counted by the server, so a silent fallback (bulk → text, or text → a statement per
     row) fails. Two writes that differ only in how many statements their rows take: every
     extra statement is one more INSERT either way, and one more binary execute
-    (COM_STMT_BULK_EXECUTE) on the bulk path but none on the text path (COM_QUERY)."""
+    (COM_STMT_BULK_EXECUTE) on the bulk path but none on the text path (COM_QUERY). The load
+    path sends each batch as one LOAD DATA and no INSERT but the ledger's."""
     engine = create_engine(settings, pool_size=1)  # one connection: its session counters
     try:
         sink, schema = await _sink(engine, insert_path)
@@ -197,12 +199,17 @@ async def test_the_server_sees_the_protocol_the_path_names(
             deltas.append(
                 (
                     result.statements,
-                    *(after[k] - before[k] for k in ("Com_insert", "Com_stmt_execute")),
+                    *(after[k] - before[k] for k in ("Com_insert", "Com_stmt_execute", "Com_load")),
                 )
             )
     finally:
         await engine.dispose()
-    (s1, inserts1, executes1), (s2, inserts2, executes2) = deltas
+    if insert_path == "load":  # per write: the ledger's INSERT and one LOAD DATA
+        assert [(s, inserts, loads) for s, inserts, _, loads in deltas] == [(1, 1, 1)] * 2
+        assert deltas[0][2] == deltas[1][2]  # no binary execute for the rows
+        return
+    assert all(loads == 0 for *_, loads in deltas)
+    (s1, inserts1, executes1, _), (s2, inserts2, executes2, _) = deltas
     assert s2 > s1 >= 2  # 4 KiB statements
     assert inserts2 - inserts1 == s2 - s1
     assert executes2 - executes1 == (s2 - s1 if insert_path == "bulk" else 0)
@@ -252,8 +259,12 @@ async def test_a_column_of_nulls_only_goes_as_text_on_the_bulk_path(
     finally:
         await engine.dispose()
     assert result.rows_inserted == 600
-    assert result.statements >= 2
-    assert after["Com_insert"] - before["Com_insert"] == result.statements + 1  # + the ledger
+    if insert_path == "load":  # LOAD DATA takes NULLs as \\N: one load, the ledger's INSERT
+        assert (result.statements, after["Com_load"] - before["Com_load"]) == (1, 1)
+        assert after["Com_insert"] - before["Com_insert"] == 1
+    else:
+        assert result.statements >= 2
+        assert after["Com_insert"] - before["Com_insert"] == result.statements + 1  # + ledger
     assert await count(engine) == 610
 
 
