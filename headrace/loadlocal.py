@@ -22,6 +22,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from headrace.escape import escape_column
+
 __all__ = ["NULL", "escape_tsv", "feeding", "install"]
 
 NULL = "\\N"
@@ -32,18 +34,8 @@ _pending: dict[int, tuple[bytes, int]] = {}  # id(asyncmy connection) -> (data, 
 
 
 def escape_tsv(values: Sequence[str | None]) -> Sequence[str]:
-    """A column's values for a tab-separated line, None as ``\\N`` (per column: values need
-    work only when the column holds a character to escape or a NULL)."""
-    try:
-        joined = "".join(values)  # type: ignore[arg-type]  # TypeError: a None among them
-    except TypeError:
-        joined = None
-    if joined is not None:
-        text: Sequence[str] = values  # type: ignore[assignment]  # no None: all str
-        if _NEEDS_TSV_ESCAPE.search(joined) is None:
-            return text
-        return [v.translate(_TSV_ESCAPES) for v in text]
-    return [NULL if v is None else v.translate(_TSV_ESCAPES) for v in values]
+    """A column's values for a tab-separated line, None as ``\\N``."""
+    return escape_column(values, needs=_NEEDS_TSV_ESCAPE, table=_TSV_ESCAPES, null=NULL)
 
 
 @contextmanager

@@ -29,6 +29,8 @@ import operator
 import re
 from collections.abc import Iterator, Sequence
 
+from headrace.escape import escape_column as escape
+
 __all__ = ["ESCAPES", "NULL_MARK", "RowTexts", "escape_column", "plain_digits"]
 
 ESCAPES = str.maketrans(
@@ -49,19 +51,7 @@ _QUOTED_NULL = f"'{NULL_MARK}'"
 
 def escape_column(values: Sequence[str | None]) -> Sequence[str]:
     """The column's values escaped for a quoted literal, None as :data:`NULL_MARK`."""
-    try:
-        joined = "".join(values)  # type: ignore[arg-type]  # TypeError: a None among them
-    except TypeError:
-        joined = None
-    if joined is not None:
-        text: Sequence[str] = values  # type: ignore[assignment]  # no None: all str
-        if _NEEDS_ESCAPE.search(joined) is None:
-            return text
-        return [v.translate(ESCAPES) for v in text]
-    clean = _NEEDS_ESCAPE.search("".join(filter(None, values))) is None
-    if clean:
-        return [NULL_MARK if v is None else v for v in values]
-    return [NULL_MARK if v is None else v.translate(ESCAPES) for v in values]
+    return escape(values, needs=_NEEDS_ESCAPE, table=ESCAPES, null=NULL_MARK)
 
 
 def plain_digits(values: Sequence[str | None]) -> bool:
