@@ -234,12 +234,10 @@ class Sink:
         raw_bytes = sum(e.raw_bytes for e in fresh) or 1
         integer = [spec.kind == "int" for spec in schema.specs_for(order)]
         arranged = [_arranged(env, order) for env in fresh]
-        plan = await self._plan(conn, sql, arranged, raw_bytes, integer)
-        if isinstance(plan, _LoadPlan):
-            if fresh[0].on_duplicate == "error":
-                plan.sql = self._load_sql(schema, order)
-            else:  # LOAD DATA has no ON DUPLICATE KEY UPDATE
-                plan = plan.text
+        # LOAD DATA has no ON DUPLICATE KEY UPDATE: the load path writes upserts as text.
+        load = self._insert_path == "load" and fresh[0].on_duplicate == "error"
+        load_sql = self._load_sql(schema, order) if load else None
+        plan = await self._plan(conn, sql, arranged, raw_bytes, integer, load_sql)
         result.protocol = plan.protocol
         bad: list[tuple[int, str]] = []
         if owner and await self._try_insert(conn, plan, 0, len(owner), result):
@@ -279,11 +277,13 @@ class Sink:
         columns: list[list[list[str | None]]],
         raw_bytes: int,
         integer: Sequence[bool],
+        load_sql: str | None,
     ) -> _Plan:
         """How this batch's rows go to the server: which protocol, statements of what size.
 
         ``columns`` holds every message's columns in the statement's order; ``integer`` says
-        which of them are of an integer type (the text path may send those unquoted).
+        which of them are of an integer type (the text path may send those unquoted);
+        ``load_sql`` is the batch's LOAD statement where the load path may take it.
         """
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
@@ -292,11 +292,12 @@ class Sink:
             list(itertools.chain.from_iterable(cols[j] for cols in columns))
             for j in range(len(columns[0]))
         ]
-        if protocol == "text":
-            return _TextPlan(self, sql, RowTexts(joined, integer))
-        if protocol == "load":
-            return _LoadPlan(self, _TextPlan(self, sql, RowTexts(joined, integer)), joined)
-        return _BulkPlan(self, sql, joined, protocol, raw_bytes)
+        if protocol in ("bulk", "executemany"):
+            return _BulkPlan(self, sql, joined, protocol, raw_bytes)
+        text = _TextPlan(self, sql, RowTexts(joined, integer))
+        if protocol == "load" and load_sql is not None:
+            return _LoadPlan(self, load_sql, text, joined)
+        return text
 
     def _load_sql(self, schema: TableSchema, columns: Sequence[str]) -> str:
         """``LOAD DATA LOCAL INFILE`` of ``columns`` (names from the reflected table only)."""
@@ -310,8 +311,9 @@ class Sink:
         )
 
     def _protocol(self, driver: Any) -> Protocol:
-        """``bulk`` (MariaDB COM_STMT_BULK_EXECUTE), ``text`` (multi-row INSERT text) or
-        ``executemany`` (the driver's own, SQLite), from the setting and what the server offers.
+        """``bulk`` (MariaDB COM_STMT_BULK_EXECUTE), ``text`` (multi-row INSERT text), ``load``
+        (LOAD DATA LOCAL, when asked for) or ``executemany`` (the driver's own, SQLite), from
+        the setting and what the server offers.
         """
         if not self._mysql:
             return "executemany"
@@ -584,9 +586,10 @@ class _LoadPlan(_Plan):
 
     protocol: Protocol = "load"
 
-    def __init__(self, sink: Sink, text: _TextPlan, columns: Sequence[Sequence[str | None]]):
-        self._sink, self.text = sink, text
-        self.sql = ""  # set by the sink: the LOAD statement for this table and columns
+    def __init__(
+        self, sink: Sink, sql: str, text: _TextPlan, columns: Sequence[Sequence[str | None]]
+    ) -> None:
+        self._sink, self.sql, self.text = sink, sql, text
         escaped = [escape_tsv(col) for col in columns]
         self._lines: list[str] = list(map("\t".join, zip(*escaped, strict=True)))
 
